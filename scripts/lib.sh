@@ -1,0 +1,94 @@
+# Shared set-up for scripts/demo.sh and scripts/test.sh: make a fresh Debian machine (as root)
+# ready to run agentpool, idempotently. Sourced, not run.
+set -euo pipefail
+
+REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+VENV="${AGENTPOOL_VENV:-$REPO/.venv}"
+STARTED_DOCKERD=""
+
+log() { printf '[setup] %s\n' "$*" >&2; }
+
+apt_install() {
+    local missing=()
+    for pkg in "$@"; do
+        dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg")
+    done
+    [ ${#missing[@]} -eq 0 ] && return 0
+    log "installing Debian packages: ${missing[*]}"
+    if [ "$(id -u)" != 0 ]; then
+        echo "need root to install ${missing[*]}" >&2
+        return 1
+    fi
+    DEBIAN_FRONTEND=noninteractive apt-get update -qq >/dev/null
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+}
+
+install_system_packages() {
+    local pkgs=(docker.io iptables debootstrap openjdk-17-jdk-headless ca-certificates)
+    command -v python3 >/dev/null || pkgs+=(python3)
+    python3 -c 'import ensurepip, venv' 2>/dev/null || pkgs+=(python3-venv)
+    apt_install "${pkgs[@]}"
+}
+
+install_python() {
+    if [ ! -x "$VENV/bin/python" ]; then
+        log "creating virtualenv $VENV"
+        python3 -m venv "$VENV"
+    fi
+    local stamp="$VENV/.agentpool-installed"
+    if [ ! -f "$stamp" ] || [ "$REPO/pyproject.toml" -nt "$stamp" ]; then
+        log "installing Python dependencies"
+        "$VENV/bin/pip" install -q --upgrade pip >/dev/null
+        "$VENV/bin/pip" install -q -e "$REPO[dev]"
+        touch "$stamp"
+    fi
+    export PATH="$VENV/bin:$PATH"
+}
+
+# Start dockerd when no engine answers; stop it again when the calling script exits.
+ensure_dockerd() {
+    if docker info >/dev/null 2>&1; then
+        return 0
+    fi
+    log "starting dockerd (log: /tmp/agentpool-dockerd.log)"
+    setsid dockerd >/tmp/agentpool-dockerd.log 2>&1 </dev/null &
+    STARTED_DOCKERD=$!
+    trap stop_dockerd EXIT
+    for _ in $(seq 1 60); do
+        docker info >/dev/null 2>&1 && return 0
+        sleep 0.5
+    done
+    echo "dockerd did not answer within 30 s; its log:" >&2
+    tail -n 30 /tmp/agentpool-dockerd.log >&2
+    return 1
+}
+
+stop_dockerd() {
+    if [ -n "$STARTED_DOCKERD" ]; then
+        log "stopping the dockerd this script started"
+        kill "$STARTED_DOCKERD" 2>/dev/null || true
+        for _ in $(seq 1 40); do
+            kill -0 "$STARTED_DOCKERD" 2>/dev/null || break
+            sleep 0.5
+        done
+        pkill -f containerd-shim 2>/dev/null || true
+    fi
+}
+
+build_artifacts() {
+    if [ -x "$REPO/scripts/build-agent-jar" ]; then
+        log "building the stub agent jar"
+        "$REPO/scripts/build-agent-jar"
+    fi
+    if [ -x "$REPO/images/build" ]; then
+        log "building the dind agent image (offline)"
+        "$REPO/images/build"
+    fi
+}
+
+setup_all() {
+    install_system_packages
+    install_python
+    ensure_dockerd
+    build_artifacts
+}

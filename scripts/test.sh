@@ -1,0 +1,13 @@
+#!/usr/bin/env bash
+# Install what the tests need (Debian packages, Docker engine, Python deps, offline images),
+# then run linters, type checks and the whole test suite against a real Docker engine.
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+setup_all
+cd "$REPO"
+log "ruff"
+ruff check .
+ruff format --check .
+log "mypy"
+mypy
+log "pytest"
+python -m pytest "$@"
