@@ -145,6 +145,8 @@ class AgentMemory:
     idle_since: float | None = None
     builds_started: int = 0  # one-shot pools: an agent that started a build never takes another
     volume: str = ""
+    # inQueueSince of the oldest item the agent was started for (queued → online histogram)
+    needed_since: float | None = None
 
 
 @dataclass(slots=True)
@@ -191,6 +193,7 @@ class Provision:
     reason: Reason
     detail: str
     lease_volume: str | None = None  # reuse pools: a free volume to take instead of a new one
+    needed_since: float | None = None  # inQueueSince of the oldest item it is started for
 
 
 @dataclass(frozen=True, slots=True)

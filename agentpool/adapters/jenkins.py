@@ -1,0 +1,229 @@
+"""The Jenkins adapter: every HTTP call agentpool makes to the controller, over python-jenkins.
+
+It asks only for what real Jenkins exports (see docs and ``jenkins-api.md``): one
+``tree=``-filtered request for the queue and one for the nodes per pass, so a pass costs two
+requests however many agents exist. python-jenkins' convenience calls that read more than
+they need (``get_nodes`` then ``get_node_info`` per node) or that misbehave on inbound
+agents (``disable_node`` on a disconnected agent does nothing) are avoided; its session,
+auth and crumb handling are used as they are. Every failure leaves as :class:`JenkinsError`.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import xml.etree.ElementTree as ET
+from collections.abc import Callable
+from typing import Any, TypeVar
+from urllib.parse import quote
+
+import jenkins
+import requests
+
+from agentpool.errors import JenkinsError
+from agentpool.model import Executor, Node, QueueItem
+from agentpool.why import queue_item_from_json
+
+T = TypeVar("T")
+
+QUEUE_TREE = (
+    "items[_class,id,why,inQueueSince,buildable,blocked,pending,stuck,"
+    "task[_class,name,url,labelExpression]]"
+)
+NODES_TREE = (
+    "computer[_class,displayName,offline,temporarilyOffline,offlineCauseReason,"
+    "assignedLabels[name],executors[idle,currentExecutable[url]]]"
+)
+_BUILT_IN_CLASSES = ("hudson.model.Hudson$MasterComputer", "jenkins.model.Jenkins$MasterComputer")
+_ALREADY_EXISTS = re.compile(r"already exists", re.IGNORECASE)
+# Built-in agents and their labels are never ours; the JNLP launcher is the only one that
+# works for containers dialing in.
+LAUNCHER_JNLP = "hudson.slaves.JNLPLauncher"
+
+
+def _short(text: str, limit: int = 200) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[:limit] + "…"
+
+
+class JenkinsAdapter:
+    """One Jenkins controller, reached with a user and an API token."""
+
+    def __init__(self, url: str, user: str, token: str, timeout: float = 10.0) -> None:
+        self.url = url if url.endswith("/") else url + "/"
+        self._server = jenkins.Jenkins(self.url, username=user, password=token, timeout=timeout)
+        # Why texts are localised: ask for the English templates we parse.
+        self._server._session.headers["Accept-Language"] = "en"
+
+    # -- plumbing ---------------------------------------------------------------------------
+
+    def _call(self, what: str, fn: Callable[[], T]) -> T:
+        """Run one python-jenkins call, translating every failure into JenkinsError."""
+        try:
+            return fn()
+        except jenkins.NotFoundException as exc:
+            raise JenkinsError("not-found", f"{what}: not found") from exc
+        except jenkins.TimeoutException as exc:
+            raise JenkinsError("timeout", f"{what}: timed out") from exc
+        except jenkins.JenkinsException as exc:
+            text = str(exc)
+            match = re.search(r"\[(\d{3})\]", text)
+            status = int(match.group(1)) if match else 0
+            kind = {401: "auth", 403: "forbidden"}.get(status, "server-error" if status >= 500 else "error")
+            if status == 0 and "Error in request" in text:
+                kind = "unreachable"
+            first_line = text.splitlines()[0] if text else type(exc).__name__
+            raise JenkinsError(kind, f"{what}: {_short(first_line)}") from exc
+        except requests.HTTPError as exc:
+            response = exc.response
+            status = response.status_code if response is not None else 0
+            detail = response.headers.get("X-Error", "") if response is not None else ""
+            kind = "conflict" if _ALREADY_EXISTS.search(detail) else ("bad-request" if status < 500 else "server-error")
+            raise JenkinsError(kind, f"{what}: HTTP {status} {_short(detail)}".rstrip()) from exc
+        except requests.Timeout as exc:
+            raise JenkinsError("timeout", f"{what}: timed out") from exc
+        except requests.ConnectionError as exc:
+            raise JenkinsError("unreachable", f"{what}: cannot connect to {self.url}") from exc
+        except requests.RequestException as exc:
+            raise JenkinsError("unreachable", f"{what}: {type(exc).__name__}") from exc
+        except (ValueError, KeyError, TypeError) as exc:
+            raise JenkinsError("bad-response", f"{what}: unexpected answer ({_short(str(exc))})") from exc
+
+    def _get(self, path: str) -> str:
+        return str(self._server.jenkins_open(requests.Request("GET", self.url + path)))
+
+    def _get_json(self, what: str, path: str) -> Any:
+        return self._call(what, lambda: json.loads(self._get(path)))
+
+    def _post(self, what: str, path: str, data: dict[str, str] | None = None) -> None:
+        self._call(
+            what, lambda: self._server.jenkins_open(requests.Request("POST", self.url + path, data=data))
+        )
+
+    @staticmethod
+    def _node_path(name: str) -> str:
+        return "computer/" + quote(name, safe="")
+
+    # -- reads -----------------------------------------------------------------------------
+
+    def ping(self) -> str:
+        """The controller's version (``X-Jenkins``); proves reachability and credentials."""
+
+        def version() -> str:
+            self._server.get_whoami()  # resolves auth first: get_version alone sends none
+            return str(self._server.get_version())
+
+        return self._call("read version", version)
+
+    def read_nodes(self) -> tuple[Node, ...]:
+        """Every agent node (the built-in node left out), in one request."""
+        data = self._get_json("read nodes", f"computer/api/json?tree={NODES_TREE}")
+        nodes = []
+        for raw in data.get("computer", []):
+            if raw.get("_class") in _BUILT_IN_CLASSES:
+                continue
+            nodes.append(node_from_json(raw))
+        return tuple(nodes)
+
+    def read_node(self, name: str) -> Node:
+        tree = NODES_TREE[len("computer[") : -1]
+        data = self._get_json(f"read node {name}", f"{self._node_path(name)}/api/json?tree={tree}")
+        return node_from_json(data)
+
+    def read_queue(self, nodes: tuple[Node, ...]) -> tuple[QueueItem, ...]:
+        """Every queued item, in one request; labels recovered with the nodes' help."""
+        data = self._get_json("read queue", f"queue/api/json?tree={QUEUE_TREE}")
+        try:
+            return tuple(queue_item_from_json(raw, nodes) for raw in data.get("items", []))
+        except (ValueError, KeyError, TypeError) as exc:
+            raise JenkinsError("bad-response", f"read queue: unexpected item ({_short(str(exc))})") from exc
+
+    # -- writes ----------------------------------------------------------------------------
+
+    def create_node(
+        self,
+        name: str,
+        *,
+        labels: list[str],
+        executors: int,
+        remote_fs: str,
+        exclusive: bool,
+        websocket: bool,
+        description: str,
+    ) -> None:
+        """Create an inbound agent node; an existing node of that name counts as created."""
+        payload = {
+            "nodeDescription": description,
+            "numExecutors": executors,
+            "remoteFS": remote_fs,
+            "labelString": " ".join(labels),
+            "mode": "EXCLUSIVE" if exclusive else "NORMAL",
+            "retentionStrategy": {"stapler-class": "hudson.slaves.RetentionStrategy$Always"},
+            "nodeProperties": {"stapler-class-bag": "true"},
+            "launcher": {"stapler-class": LAUNCHER_JNLP, "webSocket": websocket},
+        }
+        form = {"name": name, "type": "hudson.slaves.DumbSlave$DescriptorImpl", "json": json.dumps(payload)}
+        try:
+            self._post(f"create node {name}", "computer/doCreateItem", form)
+        except JenkinsError as exc:
+            if exc.kind != "conflict":
+                raise
+
+    def agent_secret(self, name: str) -> str:
+        """The node's inbound secret, read from its JNLP file (python-jenkins has no call for it)."""
+        path = self._node_path(name)
+
+        def fetch() -> str:
+            try:
+                return self._get(f"{path}/jenkins-agent.jnlp")
+            except jenkins.NotFoundException:
+                return self._get(f"{path}/slave-agent.jnlp")
+
+        text = self._call(f"read secret of {name}", fetch)
+        try:
+            arguments = [a.text or "" for a in ET.fromstring(text).iter("argument")]
+        except ET.ParseError as exc:
+            raise JenkinsError("bad-response", f"read secret of {name}: JNLP file is not XML") from exc
+        if not arguments or not re.fullmatch(r"[0-9a-f]{64}", arguments[0]):
+            raise JenkinsError("bad-response", f"read secret of {name}: no secret in the JNLP file")
+        return arguments[0]
+
+    def set_temporarily_offline(self, name: str, offline: bool, message: str = "") -> Node:
+        """Take a node temporarily offline (or back), whatever its connection state; return it."""
+        node = self.read_node(name)
+        if node.temporarily_offline != offline:
+            query = "?offlineMessage=" + quote(message, safe="") if offline else ""
+            self._post(f"toggle offline {name}", f"{self._node_path(name)}/toggleOffline{query}")
+            node = self.read_node(name)
+        return node
+
+    def delete_node(self, name: str) -> None:
+        """Delete a node; one that is already gone counts as deleted."""
+        try:
+            self._post(f"delete node {name}", f"{self._node_path(name)}/doDelete")
+        except JenkinsError as exc:
+            if exc.kind != "not-found":
+                raise
+
+    @property
+    def request_session(self) -> requests.Session:
+        session: requests.Session = self._server._session
+        return session
+
+
+def node_from_json(raw: dict[str, Any]) -> Node:
+    executors = tuple(
+        Executor(
+            idle=bool(e.get("idle", True)),
+            build_url=(e.get("currentExecutable") or {}).get("url"),
+        )
+        for e in raw.get("executors") or ()
+    )
+    return Node(
+        name=str(raw["displayName"]),
+        labels=frozenset(str(label["name"]) for label in raw.get("assignedLabels") or ()),
+        offline=bool(raw.get("offline", True)),
+        temporarily_offline=bool(raw.get("temporarilyOffline", False)),
+        offline_reason=str(raw.get("offlineCauseReason") or ""),
+        executors=executors,
+    )

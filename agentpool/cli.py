@@ -1,0 +1,213 @@
+"""The `agentpool` command: validate, run, once, status, doctor, drain, resume.
+
+Exit codes: 0 success, 1 a failed check or operation, 2 bad usage or an invalid config
+(one ``FILE:LINE: key.path: message`` line per error on stderr).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import requests
+
+from agentpool.config import Config, ConfigError, load_config
+from agentpool.logs import setup_logging
+
+EXIT_OK, EXIT_FAIL, EXIT_USAGE = 0, 1, 2
+
+
+def _load(path: str) -> Config:
+    try:
+        return load_config(path)
+    except ConfigError as exc:
+        for line in exc.errors:
+            print(line, file=sys.stderr)
+        raise SystemExit(EXIT_USAGE) from None
+
+
+def _daemon_url(config: Config, path: str) -> str:
+    return f"http://{config.metrics.listen}{path}"
+
+
+def _ask_daemon(config: Config, method: str, path: str) -> dict[str, Any] | None:
+    """The running daemon's answer, or None when no daemon listens on metrics.listen."""
+    if not config.metrics.listen:
+        return None
+    try:
+        response = requests.request(method, _daemon_url(config, path), timeout=5)
+    except requests.RequestException:
+        return None
+    if response.status_code >= 400:
+        raise SystemExit(f"the running daemon refused {method} {path}: {response.status_code} {response.text.strip()}")
+    result: dict[str, Any] = response.json()
+    return result
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    config = _load(args.config)
+    print(f"{args.config}: valid ({len(config.pools)} pools, {len(config.docker_hosts)} docker hosts)")
+    return EXIT_OK
+
+
+def _engine(config: Config) -> Any:
+    from agentpool.daemon import Engine
+
+    return Engine(config)
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from agentpool.daemon import Daemon, Engine
+    from agentpool.service.layer import ServiceLayer
+
+    config = _load(args.config)
+    service = ServiceLayer(config)
+    engine = Engine(config, hooks=service)
+    return Daemon(args.config, engine, service).run()
+
+
+def cmd_once(args: argparse.Namespace) -> int:
+    config = _load(args.config)
+    engine = _engine(config)
+    try:
+        report = engine.run_pass()
+    finally:
+        engine.close()
+    failed = [o for o in report.outcomes if not o.ok]
+    if not report.ok:
+        print(f"pass incomplete: {report.error}", file=sys.stderr)
+    return EXIT_FAIL if (failed or not report.ok) else EXIT_OK
+
+
+def _format_status(status: dict[str, Any]) -> str:
+    lines = [f"instance {status['instance']}"]
+    agents = status["agents"]
+    if agents:
+        lines.append(f"{'AGENT':<40} {'POOL':<12} {'HOST':<10} {'STATE':<12} {'AGE':>8} {'IDLE':>8}")
+        for a in agents:
+            idle = "-" if a["idle"] is None else f"{a['idle']:.0f}s"
+            lines.append(
+                f"{a['name']:<40} {a['pool']:<12} {a['host']:<10} {a['state']:<12} {a['age']:>7.0f}s {idle:>8}"
+            )
+    else:
+        lines.append("no agents")
+    demand = status.get("demand") or {}
+    lines.append("waiting: " + (", ".join(f"{label or '(no label)'}={n}" for label, n in demand.items()) or "none"))
+    for u in status.get("unserved") or ():
+        lines.append(f"  not served: item {u['item']} {u['task']!r} label={u['label']!r}: {u['why']}")
+    if status.get("error"):
+        lines.append(f"last error: {status['error']}")
+    return "\n".join(lines)
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    config = _load(args.config)
+    status = _ask_daemon(config, "GET", "/status")
+    if status is None:
+        engine = _engine(config)
+        try:
+            engine.run_pass(execute=False)
+            status = engine.status()
+        finally:
+            engine.close()
+        status["source"] = "observed now (no daemon running)"
+    else:
+        status["source"] = "running daemon"
+    print(json.dumps(status, indent=2) if args.json else _format_status(status))
+    return EXIT_OK
+
+
+def cmd_doctor(args: argparse.Namespace) -> int:
+    from agentpool.doctor import format_checks, run_doctor
+
+    config = _load(args.config)
+    checks = run_doctor(config)
+    print(format_checks(checks))
+    return EXIT_OK if all(c.ok for c in checks) else EXIT_FAIL
+
+
+def _drain(args: argparse.Namespace, draining: bool) -> int:
+    config = _load(args.config)
+    pool = args.pool
+    if pool is not None and pool not in {p.name for p in config.pools}:
+        print(f"no pool named {pool!r} in {args.config}", file=sys.stderr)
+        return EXIT_USAGE
+    verb = "drain" if draining else "resume"
+    query = f"?pool={pool}" if pool else ""
+    answer = _ask_daemon(config, "POST", f"/{verb}{query}")
+    if not draining:
+        if answer is None:
+            print("no daemon running: nothing to resume (draining lives in the daemon)")
+        else:
+            print(f"resumed: {', '.join(answer.get('pools', []))}")
+        return EXIT_OK
+    if answer is not None:
+        pools = answer.get("pools", [])
+        print(f"draining {', '.join(pools)} (running daemon); waiting for their agents to go")
+        while True:
+            status = _ask_daemon(config, "GET", "/status")
+            left = [a for a in (status or {}).get("agents", []) if a["pool"] in pools]
+            if status is None or not left:
+                break
+            time.sleep(max(1.0, config.poll_interval))
+        print("drained")
+        return EXIT_OK
+    engine = _engine(config)
+    try:
+        pools = engine.set_draining(pool, True)
+        print(f"draining {', '.join(pools)} (no daemon running: acting myself)")
+        while True:
+            engine.run_pass()
+            if engine.agents_of(pools) == 0:
+                break
+            time.sleep(config.poll_interval)
+    finally:
+        engine.close()
+    print("drained")
+    return EXIT_OK
+
+
+def cmd_drain(args: argparse.Namespace) -> int:
+    return _drain(args, True)
+
+
+def cmd_resume(args: argparse.Namespace) -> int:
+    return _drain(args, False)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="agentpool", description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--log-format", choices=["kv", "json"], default="kv")
+    parser.add_argument("--log-level", default="INFO")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def command(name: str, func: Any, help_text: str) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=help_text)
+        p.add_argument("--config", required=True, help="the YAML config file")
+        p.set_defaults(func=func)
+        return p
+
+    command("validate", cmd_validate, "check a config file")
+    command("run", cmd_run, "run the daemon in the foreground")
+    command("once", cmd_once, "one reconcile pass, then exit")
+    command("status", cmd_status, "agents, demand and unserved items").add_argument("--json", action="store_true")
+    command("doctor", cmd_doctor, "preflight checks, each with its fix")
+    command("drain", cmd_drain, "stop provisioning for a pool and reap its agents as they go idle").add_argument(
+        "--pool"
+    )
+    command("resume", cmd_resume, "undo drain").add_argument("--pool")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    setup_logging(args.log_format, args.log_level)
+    return int(args.func(args))
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

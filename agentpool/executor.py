@@ -1,0 +1,217 @@
+"""The executor: performs the planner's actions against Jenkins and the Docker hosts.
+
+Each action is all-or-nothing as far as it can be: a provision that fails at any step
+undoes the steps before it, so a failed launch leaves no node, volume or container behind.
+A reap takes the node offline and re-reads its executors before removing anything, so a
+build that was assigned in the meantime is never killed. Actions run on a small thread pool
+(they are I/O bound) and each returns an :class:`Outcome`; nothing here raises.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from agentpool.adapters.docker import AgentSpec, DockerHost
+from agentpool.adapters.jenkins import JenkinsAdapter
+from agentpool.errors import ExternalError
+from agentpool.model import (
+    LABEL_AGENT,
+    LABEL_INSTANCE,
+    LABEL_POOL,
+    Action,
+    Provision,
+    Reap,
+    RemoveOrphan,
+)
+from agentpool.security import host_config_kwargs
+
+if TYPE_CHECKING:
+    from agentpool.config import Config, PoolConfig
+
+log = logging.getLogger("agentpool.executor")
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What became of one action."""
+
+    action: Action
+    ok: bool
+    error: str = ""
+    error_system: str = ""
+    error_kind: str = ""
+    # Reap: False when the agent turned out busy and was brought back online.
+    removed: bool = True
+    container_id: str = ""
+    volume: str = ""
+    log_tail: str = ""
+
+
+def volume_name(agent: str) -> str:
+    return f"{agent}-docker"
+
+
+class Executor:
+    """Carries out actions; one instance per loaded config."""
+
+    def __init__(
+        self,
+        config: Config,
+        jenkins: JenkinsAdapter,
+        hosts: Mapping[str, DockerHost],
+        workers: int = 4,
+    ) -> None:
+        self.config = config
+        self.jenkins = jenkins
+        self.hosts = hosts
+        self._pools = {pool.name: pool for pool in config.pools}
+        self._workers = workers
+
+    def execute(self, actions: Iterable[Action]) -> list[Outcome]:
+        batch = list(actions)
+        if not batch:
+            return []
+        if len(batch) == 1:
+            return [self.perform(batch[0])]
+        with ThreadPoolExecutor(max_workers=self._workers, thread_name_prefix="agentpool-act") as pool:
+            return list(pool.map(self.perform, batch))
+
+    def perform(self, action: Action) -> Outcome:
+        try:
+            if isinstance(action, Provision):
+                return self.provision(action)
+            if isinstance(action, Reap):
+                return self.reap(action)
+            return self.remove_orphan(action)
+        except ExternalError as exc:
+            return Outcome(action, ok=False, error=str(exc), error_system=exc.system, error_kind=exc.kind)
+
+    # -- provision -------------------------------------------------------------------------
+
+    def _labels(self, pool: str, agent: str) -> dict[str, str]:
+        return {LABEL_INSTANCE: self.config.instance, LABEL_POOL: pool, LABEL_AGENT: agent}
+
+    def _spec(self, pool: PoolConfig, agent: str, volume: str, secret: str) -> AgentSpec:
+        jenkins = self.config.jenkins
+        env = {str(k): str(v) for k, v in pool.env.items()}
+        env.update(
+            {
+                "JENKINS_URL": jenkins.agent_url or jenkins.url,
+                "JENKINS_AGENT_NAME": agent,
+                "JENKINS_SECRET": secret,
+                "JENKINS_AGENT_WORKDIR": pool.remote_fs,
+            }
+        )
+        if jenkins.websocket:
+            env["JENKINS_WEB_SOCKET"] = "true"
+        return AgentSpec(
+            name=agent,
+            pool=pool.name,
+            image=pool.image,
+            volume=volume,
+            env=env,
+            host_config=host_config_kwargs(pool.security, list(pool.cap_drop)),
+            nano_cpus=int(pool.cpus * 1e9) if pool.cpus else None,
+            mem_limit=pool.memory or None,
+            labels=self._labels(pool.name, agent),
+        )
+
+    def provision(self, action: Provision) -> Outcome:
+        pool = self._pools[action.pool]
+        host = self.hosts[action.host]
+        agent = action.agent
+        undo: list[tuple[str, object]] = []
+        try:
+            self.jenkins.create_node(
+                agent,
+                labels=list(pool.labels),
+                executors=pool.executors,
+                remote_fs=pool.remote_fs,
+                exclusive=pool.exclusive,
+                websocket=self.config.jenkins.websocket,
+                description=f"agentpool {self.config.instance}: docker-in-docker agent of pool {pool.name}",
+            )
+            undo.append(("node", agent))
+            secret = self.jenkins.agent_secret(agent)
+            if action.lease_volume and not host.volume_in_use(action.lease_volume):
+                volume = action.lease_volume
+            else:
+                volume = volume_name(agent)
+                host.create_volume(volume, self._labels(pool.name, agent))
+                undo.append(("volume", volume))
+            undo.append(("container", agent))
+            container_id = host.start_agent(self._spec(pool, agent, volume, secret))
+        except ExternalError as exc:
+            tail = host.logs_tail(agent) if ("container", agent) in undo else ""
+            self._undo(host, undo)
+            return Outcome(
+                action,
+                ok=False,
+                error=str(exc),
+                error_system=exc.system,
+                error_kind=exc.kind,
+                log_tail=tail,
+            )
+        return Outcome(action, ok=True, container_id=container_id, volume=volume)
+
+    def _undo(self, host: DockerHost, undo: list[tuple[str, object]]) -> None:
+        for kind, name in reversed(undo):
+            try:
+                if kind == "container":
+                    host.remove_container(str(name), stop_timeout=2)
+                elif kind == "volume":
+                    host.remove_volume(str(name))
+                else:
+                    self.jenkins.delete_node(str(name))
+            except ExternalError as exc:
+                # Left for the orphan sweep, which removes it on a later pass.
+                log.warning("undo of %s %s failed: %s", kind, name, exc)
+
+    # -- reap ------------------------------------------------------------------------------
+
+    def reap(self, action: Reap) -> Outcome:
+        agent = action.agent
+        if action.check_idle:
+            try:
+                node = self.jenkins.set_temporarily_offline(
+                    agent, True, f"agentpool: removing this agent ({action.reason.value})"
+                )
+            except ExternalError as exc:
+                if exc.kind != "not-found":
+                    raise
+            else:
+                if node.busy:
+                    self.jenkins.set_temporarily_offline(agent, False)
+                    return Outcome(action, ok=True, removed=False)
+        host = self.hosts.get(action.host)
+        tail = ""
+        volume = None
+        if host is not None:
+            if action.reason.value in ("launch-timeout", "lost"):
+                tail = host.logs_tail(agent)
+            volume = host.agent_volume(agent)
+        self.jenkins.delete_node(agent)
+        if host is not None:
+            host.remove_container(agent)
+            volume = volume or volume_name(agent)
+            if not action.keep_volume:
+                host.remove_volume(volume)
+        return Outcome(action, ok=True, removed=True, volume=volume or "", log_tail=tail)
+
+    # -- orphans ---------------------------------------------------------------------------
+
+    def remove_orphan(self, action: RemoveOrphan) -> Outcome:
+        if action.kind == "node":
+            self.jenkins.delete_node(action.name)
+            return Outcome(action, ok=True)
+        host = self.hosts[action.host]
+        if action.kind == "container":
+            tail = host.logs_tail(action.name)
+            host.remove_container(action.name)
+            return Outcome(action, ok=True, log_tail=tail)
+        host.remove_volume(action.name)
+        return Outcome(action, ok=True)

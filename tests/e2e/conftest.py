@@ -1,0 +1,244 @@
+"""End-to-end fixtures: the project's Jenkins-compatible controller over real HTTP, the real
+Docker engine, the real dind agent image, and agentpool's own engine driving them.
+
+Agents run in containers and reach the controller at the bridge gateway (172.17.0.1); the
+controller listens on all addresses of this machine for that. Every test run uses its own
+instance name, so nothing it creates can be confused with another run's.
+"""
+
+from __future__ import annotations
+
+import functools
+import http.server
+import os
+import secrets
+import socket
+import subprocess
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import docker
+import jenkins
+import pytest
+
+from agentpool.config import Config, load_config
+from agentpool.daemon import Engine
+from agentpool.testing.jenkins import Controller
+
+BRIDGE = "172.17.0.1"
+IMAGE = "agentpool/dind-agent:latest"
+BUSYBOX = "agentpool/busybox:latest"
+REPO = Path(__file__).resolve().parents[2]
+
+pytestmark = pytest.mark.docker
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("0.0.0.0", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+@pytest.fixture(scope="session")
+def docker_client() -> Iterator[docker.DockerClient]:
+    client = docker.from_env()
+    try:
+        client.ping()
+    except docker.errors.DockerException as exc:
+        pytest.fail(f"no Docker engine answers ({exc}); scripts/test.sh starts one")
+    for image in (IMAGE, BUSYBOX):
+        try:
+            client.images.get(image)
+        except docker.errors.ImageNotFound:
+            pytest.fail(f"image {image} missing: run images/build (scripts/test.sh does)")
+    yield client
+    client.close()
+
+
+@pytest.fixture(scope="session")
+def artifacts(tmp_path_factory: pytest.TempPathFactory, docker_client: docker.DockerClient) -> Iterator[str]:
+    """An HTTP server on the host serving busybox.tar, so builds can `docker load` it inside agents
+    (no registry is reachable from anywhere here)."""
+    directory = tmp_path_factory.mktemp("artifacts")
+    with (directory / "busybox.tar").open("wb") as out:
+        for chunk in docker_client.images.get(BUSYBOX).save():
+            out.write(chunk)
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(directory))
+
+    class Quiet(handler):  # type: ignore[misc, valid-type]
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("0.0.0.0", 0), Quiet)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://{BRIDGE}:{server.server_address[1]}"
+    server.shutdown()
+
+
+def docker_script(artifacts: str, message: str) -> str:
+    """A build script that loads busybox into the agent's own engine and runs it."""
+    return (
+        f"curl -fsS {artifacts}/busybox.tar | docker load\n"
+        f"docker run --rm {BUSYBOX} echo {message}\n"
+    )
+
+
+@pytest.fixture
+def controller() -> Iterator[Controller]:
+    token = secrets.token_hex(16)
+    port = free_port()
+    ctl = Controller(listen=f"0.0.0.0:{port}", user="admin", token=token, url=f"http://{BRIDGE}:{port}/")
+    ctl.start()
+    ctl.test_token = token  # type: ignore[attr-defined]
+    yield ctl
+    ctl.stop()
+
+
+@pytest.fixture
+def jenkins_client(controller: Controller) -> jenkins.Jenkins:
+    return jenkins.Jenkins(
+        f"http://127.0.0.1:{controller.port}/",
+        username="admin",
+        password=controller.test_token,  # type: ignore[attr-defined]
+        timeout=10,
+    )
+
+
+@pytest.fixture
+def instance() -> str:
+    return "t" + secrets.token_hex(3)
+
+
+ConfigFactory = Callable[..., Config]
+
+
+@pytest.fixture
+def make_config(
+    tmp_path: Path, controller: Controller, instance: str, monkeypatch: pytest.MonkeyPatch
+) -> ConfigFactory:
+    monkeypatch.setenv("AGENTPOOL_TEST_TOKEN", controller.test_token)  # type: ignore[attr-defined]
+
+    def make(**pool: Any) -> Config:
+        settings: dict[str, Any] = {
+            "name": "dind",
+            "labels": ["docker", "linux"],
+            "image": IMAGE,
+            "security": "capabilities",
+            "cap_drop": ["SYS_RESOURCE"],
+            "idle_timeout": "8s",
+            "launch_timeout": "90s",
+            "max_agents": 3,
+        }
+        settings.update(pool)
+        lines = [
+            "jenkins:",
+            f"  url: http://127.0.0.1:{controller.port}/",
+            "  user: admin",
+            "  token_env: AGENTPOOL_TEST_TOKEN",
+            f"  agent_url: http://{BRIDGE}:{controller.port}/",
+            f"instance: {instance}",
+            "poll_interval: 1s",
+            "metrics:",
+            "  listen: null",
+            "pools:",
+            "  - name: " + str(settings.pop("name")),
+        ]
+        for key, value in settings.items():
+            if isinstance(value, list):
+                lines.append(f"    {key}: [{', '.join(str(v) for v in value)}]")
+            elif isinstance(value, bool):
+                lines.append(f"    {key}: {'true' if value else 'false'}")
+            else:
+                lines.append(f"    {key}: {value}")
+        path = tmp_path / "agentpool.yaml"
+        path.write_text("\n".join(lines) + "\n")
+        return load_config(path)
+
+    return make
+
+
+def wait_for(what: str, condition: Callable[[], Any], timeout: float, step: float = 0.5) -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
+        time.sleep(step)
+
+
+def drive(engine: Engine, condition: Callable[[], Any], what: str, timeout: float, interval: float = 1.0) -> Any:
+    """Run reconcile passes until ``condition`` holds; the engine is the real daemon's pass."""
+    deadline = time.monotonic() + timeout
+    while True:
+        engine.run_pass()
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}; status={engine.status()}")
+        time.sleep(interval)
+
+
+def leftovers(client: docker.DockerClient, jenkins_client: jenkins.Jenkins, instance: str) -> dict[str, list[str]]:
+    """Everything of this instance still present: containers, volumes, Jenkins nodes."""
+    label = f"agentpool.instance={instance}"
+    return {
+        "containers": [c.name for c in client.containers.list(all=True, filters={"label": label})],
+        "volumes": [v.name for v in client.volumes.list(filters={"label": label})],
+        "nodes": [n["name"] for n in jenkins_client.get_nodes() if n["name"].startswith(instance + "-")],
+    }
+
+
+@pytest.fixture
+def cleanup(docker_client: docker.DockerClient, instance: str) -> Iterator[None]:
+    """Whatever a failing test leaves behind is removed, so later runs start clean."""
+    yield
+    label = f"agentpool.instance={instance}"
+    for container in docker_client.containers.list(all=True, filters={"label": label}):
+        container.remove(force=True, v=True)
+    for volume in docker_client.volumes.list(filters={"label": label}):
+        volume.remove(force=True)
+
+
+def freestyle_xml(label: str, script: str, quiet_period: int = 0) -> str:
+    from xml.sax.saxutils import escape
+
+    return (
+        "<?xml version='1.1' encoding='UTF-8'?>\n<project><description/><keepDependencies>false</keepDependencies>"
+        f"<properties/><scm class='hudson.scm.NullSCM'/><assignedNode>{escape(label)}</assignedNode>"
+        f"<canRoam>false</canRoam><disabled>false</disabled><quietPeriod>{quiet_period}</quietPeriod>"
+        "<triggers/><concurrentBuild>false</concurrentBuild><builders><hudson.tasks.Shell>"
+        f"<command>{escape(script)}</command></hudson.tasks.Shell></builders><publishers/>"
+        "<buildWrappers/></project>"
+    )
+
+
+def pipeline_xml(label: str, script: str) -> str:
+    from xml.sax.saxutils import escape
+
+    body = f"node('{label}') {{\n  sh '''{script}'''\n}}\n"
+    return (
+        "<?xml version='1.1' encoding='UTF-8'?>\n<flow-definition plugin='workflow-job'><description/>"
+        "<definition class='org.jenkinsci.plugins.workflow.cps.CpsFlowDefinition' plugin='workflow-cps'>"
+        f"<script>{escape(body)}</script><sandbox>true</sandbox></definition><disabled>false</disabled>"
+        "</flow-definition>"
+    )
+
+
+def run_cli(*args: str, env: dict[str, str] | None = None, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        ["python3", "-m", "agentpool", *args],
+        cwd=REPO,
+        env={**os.environ, **(env or {})},
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
