@@ -43,7 +43,9 @@ def _ask_daemon(config: Config, method: str, path: str) -> dict[str, Any] | None
     except requests.RequestException:
         return None
     if response.status_code >= 400:
-        raise SystemExit(f"the running daemon refused {method} {path}: {response.status_code} {response.text.strip()}")
+        raise SystemExit(
+            f"the running daemon refused {method} {path}: {response.status_code} {response.text.strip()}"
+        )
     result: dict[str, Any] = response.json()
     return result
 
@@ -96,7 +98,9 @@ def _format_status(status: dict[str, Any]) -> str:
     else:
         lines.append("no agents")
     demand = status.get("demand") or {}
-    lines.append("waiting: " + (", ".join(f"{label or '(no label)'}={n}" for label, n in demand.items()) or "none"))
+    lines.append(
+        "waiting: " + (", ".join(f"{label or '(no label)'}={n}" for label, n in demand.items()) or "none")
+    )
     for u in status.get("unserved") or ():
         lines.append(f"  not served: item {u['item']} {u['task']!r} label={u['label']!r}: {u['why']}")
     if status.get("error"):
@@ -180,7 +184,9 @@ def cmd_resume(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="agentpool", description=__doc__.splitlines()[0] if __doc__ else None)
+    parser = argparse.ArgumentParser(
+        prog="agentpool", description=__doc__.splitlines()[0] if __doc__ else None
+    )
     parser.add_argument("--log-format", choices=["kv", "json"], default="kv")
     parser.add_argument("--log-level", default="INFO")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -194,11 +200,13 @@ def build_parser() -> argparse.ArgumentParser:
     command("validate", cmd_validate, "check a config file")
     command("run", cmd_run, "run the daemon in the foreground")
     command("once", cmd_once, "one reconcile pass, then exit")
-    command("status", cmd_status, "agents, demand and unserved items").add_argument("--json", action="store_true")
-    command("doctor", cmd_doctor, "preflight checks, each with its fix")
-    command("drain", cmd_drain, "stop provisioning for a pool and reap its agents as they go idle").add_argument(
-        "--pool"
+    command("status", cmd_status, "agents, demand and unserved items").add_argument(
+        "--json", action="store_true"
     )
+    command("doctor", cmd_doctor, "preflight checks, each with its fix")
+    command(
+        "drain", cmd_drain, "stop provisioning for a pool and reap its agents as they go idle"
+    ).add_argument("--pool")
     command("resume", cmd_resume, "undo drain").add_argument("--pool")
     return parser
 

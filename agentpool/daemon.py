@@ -155,7 +155,9 @@ class Engine:
             previous = before.agents.get(name)
             if agent.online_at is not None and (previous is None or previous.online_at is None):
                 waited = agent.online_at - (agent.needed_since or agent.launched_at)
-                log.info("agent online agent=%s pool=%s host=%s waited=%.1fs", name, agent.pool, agent.host, waited)
+                log.info(
+                    "agent online agent=%s pool=%s host=%s waited=%.1fs", name, agent.pool, agent.host, waited
+                )
                 if previous is not None:
                     self.hooks.agent_online(agent.pool, max(0.0, waited))
 
@@ -169,35 +171,58 @@ class Engine:
                 planner.record_provisioned(self.memory, action, now, volume=outcome.volume)
                 log.info(
                     "provisioned agent=%s pool=%s host=%s reason=%s detail=%r",
-                    action.agent, action.pool, action.host, action.reason.value, action.detail,
+                    action.agent,
+                    action.pool,
+                    action.host,
+                    action.reason.value,
+                    action.detail,
                 )
             else:
                 planner.record_launch_failure(self.memory, action.pool, now)
                 backoff = self.memory.pools[action.pool].backoff_until - now
                 log.warning(
                     "launch failed agent=%s pool=%s host=%s error=%r backoff=%.0fs%s",
-                    action.agent, action.pool, action.host, outcome.error, backoff,
+                    action.agent,
+                    action.pool,
+                    action.host,
+                    outcome.error,
+                    backoff,
                     f" log_tail={outcome.log_tail!r}" if outcome.log_tail else "",
                 )
         elif isinstance(action, Reap):
             if not outcome.ok:
-                log.warning("reap failed agent=%s reason=%s error=%r", action.agent, action.reason.value, outcome.error)
+                log.warning(
+                    "reap failed agent=%s reason=%s error=%r",
+                    action.agent,
+                    action.reason.value,
+                    outcome.error,
+                )
             elif not outcome.removed:
                 planner.record_busy_again(self.memory, action.agent, now)
-                log.info("kept agent=%s: a build arrived while it was being reaped; back online", action.agent)
+                log.info(
+                    "kept agent=%s: a build arrived while it was being reaped; back online", action.agent
+                )
             else:
                 planner.record_reaped(self.memory, action.agent)
                 if action.count_launch_failure:
                     planner.record_launch_failure(self.memory, action.pool, now)
                 log.info(
                     "reaped agent=%s pool=%s reason=%s detail=%r%s",
-                    action.agent, action.pool, action.reason.value, action.detail,
+                    action.agent,
+                    action.pool,
+                    action.reason.value,
+                    action.detail,
                     f" log_tail={outcome.log_tail!r}" if outcome.log_tail else "",
                 )
         elif isinstance(action, RemoveOrphan):
             if outcome.ok:
-                log.info("removed orphan %s=%s reason=%s detail=%r", action.kind, action.name,
-                         action.reason.value, action.detail)
+                log.info(
+                    "removed orphan %s=%s reason=%s detail=%r",
+                    action.kind,
+                    action.name,
+                    action.reason.value,
+                    action.detail,
+                )
             else:
                 log.warning("orphan removal failed %s=%s error=%r", action.kind, action.name, outcome.error)
         self.hooks.outcome(outcome, self.memory, now)
@@ -236,8 +261,11 @@ class Engine:
                 for u in (plan.unserved if plan else ())
             ],
             "pools": {
-                name: {"draining": mem.draining, "backoff_until": mem.backoff_until,
-                       "consecutive_failures": mem.consecutive_failures}
+                name: {
+                    "draining": mem.draining,
+                    "backoff_until": mem.backoff_until,
+                    "consecutive_failures": mem.consecutive_failures,
+                }
                 for name, mem in self.memory.pools.items()
             },
         }
@@ -293,7 +321,9 @@ class Daemon:
             self._skip_until = time.time() + delay
             log.warning(
                 "pass incomplete, backing off failures=%d next_in=%.0fs error=%r",
-                self._failures, delay, report.error if report else "unexpected error",
+                self._failures,
+                delay,
+                report.error if report else "unexpected error",
             )
 
     def _schedule(self) -> None:

@@ -98,7 +98,9 @@ class DockerHost:
             explanation = str(exc.explanation or exc)
             raise DockerError(kind, f"{self.name}: {what}: {explanation}") from exc
         except (requests.ConnectionError, docker.errors.DockerException) as exc:
-            raise DockerError("unreachable", f"{self.name}: {what}: engine at {self.url} unreachable") from exc
+            raise DockerError(
+                "unreachable", f"{self.name}: {what}: engine at {self.url} unreachable"
+            ) from exc
         except requests.Timeout as exc:
             raise DockerError("timeout", f"{self.name}: {what}: timed out") from exc
 
@@ -251,7 +253,9 @@ class DockerHost:
                 return
             raise
         try:
-            self._call(f"remove {container}", lambda: self.client.api.remove_container(container, v=True, force=True))
+            self._call(
+                f"remove {container}", lambda: self.client.api.remove_container(container, v=True, force=True)
+            )
         except DockerError as exc:
             if exc.kind != "not-found":
                 raise

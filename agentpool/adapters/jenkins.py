@@ -27,8 +27,7 @@ from agentpool.why import queue_item_from_json
 T = TypeVar("T")
 
 QUEUE_TREE = (
-    "items[_class,id,why,inQueueSince,buildable,blocked,pending,stuck,"
-    "task[_class,name,url,labelExpression]]"
+    "items[_class,id,why,inQueueSince,buildable,blocked,pending,stuck,task[_class,name,url,labelExpression]]"
 )
 NODES_TREE = (
     "computer[_class,displayName,offline,temporarilyOffline,offlineCauseReason,"
@@ -78,7 +77,11 @@ class JenkinsAdapter:
             response = exc.response
             status = response.status_code if response is not None else 0
             detail = response.headers.get("X-Error", "") if response is not None else ""
-            kind = "conflict" if _ALREADY_EXISTS.search(detail) else ("bad-request" if status < 500 else "server-error")
+            kind = (
+                "conflict"
+                if _ALREADY_EXISTS.search(detail)
+                else ("bad-request" if status < 500 else "server-error")
+            )
             raise JenkinsError(kind, f"{what}: HTTP {status} {_short(detail)}".rstrip()) from exc
         except requests.Timeout as exc:
             raise JenkinsError("timeout", f"{what}: timed out") from exc

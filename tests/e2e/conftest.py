@@ -8,13 +8,10 @@ instance name, so nothing it creates can be confused with another run's.
 
 from __future__ import annotations
 
-import functools
-import http.server
 import os
 import secrets
 import socket
 import subprocess
-import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -23,10 +20,11 @@ from typing import Any
 import docker
 import jenkins
 import pytest
-
 from agentpool.config import Config, load_config
-from agentpool.daemon import Engine
 from agentpool.testing.jenkins import Controller
+
+from agentpool.daemon import Engine
+from agentpool.testing.artifacts import ArtifactServer
 
 BRIDGE = "172.17.0.1"
 IMAGE = "agentpool/dind-agent:latest"
@@ -60,32 +58,14 @@ def docker_client() -> Iterator[docker.DockerClient]:
 
 
 @pytest.fixture(scope="session")
-def artifacts(tmp_path_factory: pytest.TempPathFactory, docker_client: docker.DockerClient) -> Iterator[str]:
-    """An HTTP server on the host serving busybox.tar, so builds can `docker load` it inside agents
-    (no registry is reachable from anywhere here)."""
-    directory = tmp_path_factory.mktemp("artifacts")
-    with (directory / "busybox.tar").open("wb") as out:
-        for chunk in docker_client.images.get(BUSYBOX).save():
-            out.write(chunk)
-    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(directory))
-
-    class Quiet(handler):  # type: ignore[misc, valid-type]
-        def log_message(self, *args: Any) -> None:
-            pass
-
-    server = http.server.ThreadingHTTPServer(("0.0.0.0", 0), Quiet)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://{BRIDGE}:{server.server_address[1]}"
-    server.shutdown()
+def artifacts(docker_client: docker.DockerClient) -> Iterator[ArtifactServer]:
+    """Busybox served to builds, which `docker load` it into their agent's own engine."""
+    with ArtifactServer(docker_client, {"busybox": BUSYBOX}) as server:
+        yield server
 
 
-def docker_script(artifacts: str, message: str) -> str:
-    """A build script that loads busybox into the agent's own engine and runs it."""
-    return (
-        f"curl -fsS {artifacts}/busybox.tar | docker load\n"
-        f"docker run --rm {BUSYBOX} echo {message}\n"
-    )
+def docker_script(artifacts: ArtifactServer, message: str) -> str:
+    return artifacts.docker_run_script("busybox", BUSYBOX, f"echo {message}")
 
 
 @pytest.fixture
@@ -173,7 +153,9 @@ def wait_for(what: str, condition: Callable[[], Any], timeout: float, step: floa
         time.sleep(step)
 
 
-def drive(engine: Engine, condition: Callable[[], Any], what: str, timeout: float, interval: float = 1.0) -> Any:
+def drive(
+    engine: Engine, condition: Callable[[], Any], what: str, timeout: float, interval: float = 1.0
+) -> Any:
     """Run reconcile passes until ``condition`` holds; the engine is the real daemon's pass."""
     deadline = time.monotonic() + timeout
     while True:
@@ -182,11 +164,15 @@ def drive(engine: Engine, condition: Callable[[], Any], what: str, timeout: floa
         if value:
             return value
         if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}; status={engine.status()}")
+            raise AssertionError(
+                f"timed out after {timeout:.0f}s waiting for {what}; status={engine.status()}"
+            )
         time.sleep(interval)
 
 
-def leftovers(client: docker.DockerClient, jenkins_client: jenkins.Jenkins, instance: str) -> dict[str, list[str]]:
+def leftovers(
+    client: docker.DockerClient, jenkins_client: jenkins.Jenkins, instance: str
+) -> dict[str, list[str]]:
     """Everything of this instance still present: containers, volumes, Jenkins nodes."""
     label = f"agentpool.instance={instance}"
     return {
@@ -232,7 +218,9 @@ def pipeline_xml(label: str, script: str) -> str:
     )
 
 
-def run_cli(*args: str, env: dict[str, str] | None = None, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+def run_cli(
+    *args: str, env: dict[str, str] | None = None, timeout: float = 60
+) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         ["python3", "-m", "agentpool", *args],
         cwd=REPO,

@@ -5,11 +5,12 @@ from __future__ import annotations
 import docker
 import jenkins
 import pytest
-
-from agentpool.daemon import Engine
 from agentpool.testing.jenkins import Controller
 
-from .conftest import ConfigFactory, docker_script, drive, freestyle_xml, leftovers, pipeline_xml, wait_for
+from agentpool.daemon import Engine
+from agentpool.testing.artifacts import ArtifactServer
+
+from .conftest import ConfigFactory, docker_script, drive, freestyle_xml, leftovers, pipeline_xml
 
 pytestmark = [pytest.mark.docker, pytest.mark.usefixtures("cleanup")]
 
@@ -26,12 +27,14 @@ def test_freestyle_and_pipeline_builds_get_agents_run_docker_and_leave_nothing(
     controller: Controller,
     jenkins_client: jenkins.Jenkins,
     make_config: ConfigFactory,
-    artifacts: str,
+    artifacts: ArtifactServer,
     docker_client: docker.DockerClient,
     instance: str,
 ) -> None:
     engine = Engine(make_config(idle_timeout="5s"))
-    jenkins_client.create_job("free", freestyle_xml("docker && linux", docker_script(artifacts, "hello-free")))
+    jenkins_client.create_job(
+        "free", freestyle_xml("docker && linux", docker_script(artifacts, "hello-free"))
+    )
     jenkins_client.create_job("pipe", pipeline_xml("docker && linux", docker_script(artifacts, "hello-pipe")))
     jenkins_client.build_job("free")
     jenkins_client.build_job("pipe")
@@ -51,7 +54,11 @@ def test_freestyle_and_pipeline_builds_get_agents_run_docker_and_leave_nothing(
     assert len(engine.memory.agents) <= 2
 
     drive(engine, lambda: not engine.memory.agents, "idle agents to be reaped", timeout=60)
-    assert leftovers(docker_client, jenkins_client, instance) == {"containers": [], "volumes": [], "nodes": []}
+    assert leftovers(docker_client, jenkins_client, instance) == {
+        "containers": [],
+        "volumes": [],
+        "nodes": [],
+    }
 
 
 def test_no_over_provisioning_with_ten_items_and_max_three(

@@ -1,0 +1,53 @@
+"""A tiny HTTP server that hands images to agents' inner engines, for tests and the demo.
+
+No registry is reachable from these machines, nor from inside an agent, so a build that wants
+to `docker run` something first loads it: the host saves an image to a tarball and serves
+it here; the build does ``curl -fsS URL | docker load``. Agents reach the host at the Docker
+bridge gateway.
+"""
+
+from __future__ import annotations
+
+import functools
+import http.server
+import tempfile
+import threading
+from pathlib import Path
+from typing import Any
+
+import docker
+
+BRIDGE_GATEWAY = "172.17.0.1"
+
+
+class _QuietHandler(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+
+class ArtifactServer:
+    """Serves saved images as ``/<name>.tar`` on all addresses of this machine."""
+
+    def __init__(self, client: docker.DockerClient, images: dict[str, str], advertise: str = BRIDGE_GATEWAY):
+        self._dir = tempfile.TemporaryDirectory(prefix="agentpool-artifacts-")
+        for name, image in images.items():
+            with (Path(self._dir.name) / f"{name}.tar").open("wb") as out:
+                for chunk in client.images.get(image).save():
+                    out.write(chunk)
+        handler = functools.partial(_QuietHandler, directory=self._dir.name)
+        self._server = http.server.ThreadingHTTPServer(("0.0.0.0", 0), handler)
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True, name="artifacts")
+        self.url = f"http://{advertise}:{self._server.server_address[1]}"
+
+    def __enter__(self) -> ArtifactServer:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+        self._dir.cleanup()
+
+    def docker_run_script(self, name: str, image: str, command: str) -> str:
+        """A build script that loads ``name``'s tarball into the agent's engine and runs ``command``."""
+        return f"curl -fsS {self.url}/{name}.tar | docker load\ndocker run --rm {image} {command}\n"
