@@ -12,13 +12,13 @@ from __future__ import annotations
 
 import json
 import re
-import xml.etree.ElementTree as ET
 from collections.abc import Callable
 from typing import Any, TypeVar
 from urllib.parse import quote
 
 import jenkins
 import requests
+from defusedxml import ElementTree as ET
 
 from agentpool.errors import JenkinsError
 from agentpool.model import Executor, Node, QueueItem
