@@ -193,31 +193,6 @@ def cleanup(docker_client: docker.DockerClient, instance: str) -> Iterator[None]
         volume.remove(force=True)
 
 
-def freestyle_xml(label: str, script: str, quiet_period: int = 0) -> str:
-    from xml.sax.saxutils import escape
-
-    return (
-        "<?xml version='1.1' encoding='UTF-8'?>\n<project><description/><keepDependencies>false</keepDependencies>"
-        f"<properties/><scm class='hudson.scm.NullSCM'/><assignedNode>{escape(label)}</assignedNode>"
-        f"<canRoam>false</canRoam><disabled>false</disabled><quietPeriod>{quiet_period}</quietPeriod>"
-        "<triggers/><concurrentBuild>false</concurrentBuild><builders><hudson.tasks.Shell>"
-        f"<command>{escape(script)}</command></hudson.tasks.Shell></builders><publishers/>"
-        "<buildWrappers/></project>"
-    )
-
-
-def pipeline_xml(label: str, script: str) -> str:
-    from xml.sax.saxutils import escape
-
-    body = f"node('{label}') {{\n  sh '''{script}'''\n}}\n"
-    return (
-        "<?xml version='1.1' encoding='UTF-8'?>\n<flow-definition plugin='workflow-job'><description/>"
-        "<definition class='org.jenkinsci.plugins.workflow.cps.CpsFlowDefinition' plugin='workflow-cps'>"
-        f"<script>{escape(body)}</script><sandbox>true</sandbox></definition><disabled>false</disabled>"
-        "</flow-definition>"
-    )
-
-
 def run_cli(
     *args: str, env: dict[str, str] | None = None, timeout: float = 60
 ) -> subprocess.CompletedProcess[str]:

@@ -1,0 +1,130 @@
+"""The README's demo: agentpool against the project's Jenkins-compatible controller and the
+local Docker engine, on the embedded defaults (``config/demo.yaml``).
+
+It starts the controller, queues a freestyle build and a Pipeline build that both ask for
+``docker && linux`` and run ``docker run`` inside their agent, runs agentpool's reconcile
+passes, prints what happens (agents provisioned, builds and their output, agents reaped) and
+finally checks that no container, volume or node of the demo is left. Exit 0 when all of
+that happened.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import secrets
+import sys
+import time
+from pathlib import Path
+
+import docker
+import jenkins
+
+from agentpool.config import load_config
+from agentpool.daemon import Engine
+from agentpool.logs import setup_logging
+from agentpool.testing.artifacts import BRIDGE_GATEWAY, ArtifactServer
+from agentpool.testing.jenkins import Controller
+from agentpool.testing.jobs import freestyle_xml, pipeline_xml
+
+DEMO_CONFIG = Path(__file__).resolve().parent.parent / "config" / "demo.yaml"
+BUSYBOX = "agentpool/busybox:latest"
+
+
+def say(text: str) -> None:
+    print(f"[demo {time.strftime('%H:%M:%S')}] {text}", flush=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--config", default=str(DEMO_CONFIG))
+    parser.add_argument("--timeout", type=float, default=300.0)
+    args = parser.parse_args(argv)
+    setup_logging("kv", "INFO")
+    logging.getLogger("agentpool").setLevel(logging.INFO)
+
+    token = secrets.token_hex(16)
+    os.environ["AGENTPOOL_DEMO_TOKEN"] = token
+    config = load_config(args.config)
+    port = int(config.jenkins.url.rstrip("/").rsplit(":", 1)[1])
+    client = docker.from_env()
+    controller = Controller(
+        listen=f"0.0.0.0:{port}",
+        user=config.jenkins.user,
+        token=token,
+        url=f"http://{BRIDGE_GATEWAY}:{port}/",
+    )
+    controller.start()
+    say(f"Jenkins-compatible controller at {config.jenkins.url} (agents reach it at {controller.url})")
+    engine = Engine(config)
+    try:
+        with ArtifactServer(client, {"busybox": BUSYBOX}) as artifacts:
+            return run_demo(
+                engine, config.jenkins.url, config.jenkins.user, token, artifacts, client, args.timeout
+            )
+    finally:
+        engine.close()
+        controller.stop()
+        client.close()
+
+
+def run_demo(
+    engine: Engine,
+    url: str,
+    user: str,
+    token: str,
+    artifacts: ArtifactServer,
+    client: docker.DockerClient,
+    timeout: float,
+) -> int:
+    server = jenkins.Jenkins(url, username=user, password=token, timeout=10)
+    script = artifacts.docker_run_script(
+        "busybox", BUSYBOX, "sh -c 'echo hello from a container inside $(hostname)'"
+    )
+    server.create_job("demo-freestyle", freestyle_xml("docker && linux", script))
+    server.create_job("demo-pipeline", pipeline_xml("docker && linux", script))
+    for job in ("demo-freestyle", "demo-pipeline"):
+        server.build_job(job)
+        say(f"queued {job} (label docker && linux)")
+
+    jobs = {"demo-freestyle": None, "demo-pipeline": None}
+    deadline = time.monotonic() + timeout
+    seen_agents: set[str] = set()
+    while time.monotonic() < deadline:
+        engine.run_pass()
+        for name, agent in engine.memory.agents.items():
+            if name not in seen_agents:
+                seen_agents.add(name)
+                say(f"agent {name} provisioned in pool {agent.pool} on host {agent.host}")
+        for job, result in jobs.items():
+            if result is None:
+                try:
+                    info = server.get_build_info(job, 1)
+                except jenkins.NotFoundException:
+                    continue
+                if info.get("result"):
+                    jobs[job] = info["result"]
+                    say(f"{job} #1 finished: {info['result']} on {info.get('builtOn', '?')}")
+                    for line in server.get_build_console_output(job, 1).splitlines():
+                        print(f"    | {line}")
+        if all(jobs.values()) and not engine.memory.agents:
+            break
+        time.sleep(engine.config.poll_interval)
+    label = f"agentpool.instance={engine.config.instance}"
+    left = {
+        "containers": [c.name for c in client.containers.list(all=True, filters={"label": label})],
+        "volumes": [v.name for v in client.volumes.list(filters={"label": label})],
+        "nodes": [
+            n["name"] for n in server.get_nodes() if n["name"].startswith(engine.config.instance + "-")
+        ],
+    }
+    say(f"agents provisioned: {len(seen_agents)}; reaped: {len(seen_agents) - len(engine.memory.agents)}")
+    say(f"left behind: {left}")
+    ok = all(r == "SUCCESS" for r in jobs.values()) and not any(left.values())
+    say("demo " + ("succeeded" if ok else f"FAILED: results={jobs}"))
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
