@@ -22,7 +22,8 @@ from agentpool import planner
 from agentpool.adapters.docker import DockerHost
 from agentpool.adapters.jenkins import JenkinsAdapter
 from agentpool.config import Config, load_config
-from agentpool.errors import ConfigError, ExternalError
+from agentpool.config import ConfigError
+from agentpool.errors import ExternalError
 from agentpool.executor import Executor, Outcome
 from agentpool.model import (
     AgentState,

@@ -22,7 +22,7 @@ from defusedxml import ElementTree as ET
 
 from agentpool.errors import JenkinsError
 from agentpool.model import Executor, Node, QueueItem
-from agentpool.why import queue_item_from_json
+from agentpool.why import item_from_raw
 
 T = TypeVar("T")
 
@@ -137,7 +137,7 @@ class JenkinsAdapter:
         """Every queued item, in one request; labels recovered with the nodes' help."""
         data = self._get_json("read queue", f"queue/api/json?tree={QUEUE_TREE}")
         try:
-            return tuple(queue_item_from_json(raw, nodes) for raw in data.get("items", []))
+            return tuple(item_from_raw(raw, nodes) for raw in data.get("items", []))
         except (ValueError, KeyError, TypeError) as exc:
             raise JenkinsError("bad-response", f"read queue: unexpected item ({_short(str(exc))})") from exc
 
