@@ -1,0 +1,250 @@
+"""What must not go wrong: broken images, Jenkins outages, a killed daemon, leftovers, and the
+warm layer cache of `docker_volume: reuse`."""
+
+from __future__ import annotations
+
+import io
+import os
+import signal
+import subprocess
+import sys
+import tarfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import docker
+import jenkins
+import pytest
+
+from agentpool.daemon import Engine
+from agentpool.model import LABEL_AGENT, LABEL_INSTANCE, LABEL_POOL
+from agentpool.testing.artifacts import ArtifactServer
+from agentpool.testing.jenkins import Controller
+from agentpool.testing.jobs import freestyle_xml
+
+from .conftest import BUSYBOX, REPO, ConfigFactory, docker_script, drive, leftovers, wait_for
+
+pytestmark = [pytest.mark.docker, pytest.mark.usefixtures("cleanup")]
+NOTHING = {"containers": [], "volumes": [], "nodes": []}
+
+
+def result(client: jenkins.Jenkins, job: str, number: int = 1) -> str | None:
+    try:
+        return client.get_build_info(job, number).get("result")  # type: ignore[no-any-return]
+    except jenkins.NotFoundException:
+        return None
+
+
+@pytest.fixture
+def silent_image(docker_client: docker.DockerClient, instance: str) -> Iterator[str]:
+    """An image that starts fine but never connects an agent: a dind image gone wrong."""
+    tag = f"agentpool/test-silent:{instance}"
+    dockerfile = f'FROM {BUSYBOX}\nCMD ["sleep", "3600"]\n'.encode()
+    context = io.BytesIO()
+    with tarfile.open(fileobj=context, mode="w") as tar:
+        info = tarfile.TarInfo("Dockerfile")
+        info.size = len(dockerfile)
+        tar.addfile(info, io.BytesIO(dockerfile))
+    context.seek(0)
+    docker_client.images.build(fileobj=context, custom_context=True, tag=tag, rm=True)
+    yield tag
+    docker_client.images.remove(tag, force=True)
+
+
+def test_agent_that_never_connects_is_removed_and_the_pool_backs_off(
+    controller: Controller,
+    jenkins_client: jenkins.Jenkins,
+    make_config: ConfigFactory,
+    docker_client: docker.DockerClient,
+    instance: str,
+    silent_image: str,
+) -> None:
+    engine = Engine(make_config(image=silent_image, launch_timeout="3s", max_agents=2))
+    jenkins_client.create_job("waits", freestyle_xml("docker", "true"))
+    jenkins_client.build_job("waits")
+    names: set[str] = set()
+    deadline = time.monotonic() + 40
+    while time.monotonic() < deadline:
+        engine.run_pass()
+        names.update(engine.memory.agents)
+        time.sleep(1)
+    failures = engine.memory.pools["dind"].consecutive_failures
+    # 40 s with a 3 s launch timeout would allow ~10 attempts without backoff
+    assert 2 <= len(names) <= 4, names
+    assert failures >= 2
+    assert engine.memory.pools["dind"].backoff_until > time.time()
+    jenkins_client.cancel_queue(jenkins_client.get_queue_info()[0]["id"])
+    drive(engine, lambda: not engine.memory.agents, "the last attempt to be removed", timeout=30)
+    assert leftovers(docker_client, jenkins_client, instance) == NOTHING
+
+
+def test_missing_image_undoes_the_node_and_volume(
+    controller: Controller,
+    jenkins_client: jenkins.Jenkins,
+    make_config: ConfigFactory,
+    docker_client: docker.DockerClient,
+    instance: str,
+) -> None:
+    engine = Engine(make_config(image="agentpool/does-not-exist:never"))
+    jenkins_client.create_job("waits", freestyle_xml("docker", "true"))
+    jenkins_client.build_job("waits")
+    report = engine.run_pass()
+    failed = [o for o in report.outcomes if not o.ok]
+    assert len(failed) == 1 and "not-found" in failed[0].error
+    assert leftovers(docker_client, jenkins_client, instance) == NOTHING
+    assert engine.memory.pools["dind"].backoff_until > time.time()
+    report = engine.run_pass()
+    assert report.outcomes == []  # backing off: no hot loop
+
+
+def test_jenkins_outage_loses_no_agent_and_no_build(
+    controller: Controller,
+    jenkins_client: jenkins.Jenkins,
+    make_config: ConfigFactory,
+    docker_client: docker.DockerClient,
+    instance: str,
+) -> None:
+    engine = Engine(make_config(idle_timeout="2s"))
+    jenkins_client.create_job("long", freestyle_xml("docker", "sleep 40; echo survived"))
+    jenkins_client.build_job("long")
+    drive(
+        engine,
+        lambda: any(a.online_at for a in engine.memory.agents.values()),
+        "the agent to come online",
+        timeout=120,
+    )
+    agent = next(iter(engine.memory.agents))
+    controller.faults.fail_next(100_000, status=503)
+    outage_end = time.monotonic() + 30
+    while time.monotonic() < outage_end:
+        report = engine.run_pass()
+        assert not report.ok and report.plan.actions == ()
+        time.sleep(1)
+    controller.faults.fail_next(0)
+    assert agent in engine.memory.agents
+    assert docker_client.containers.get(agent).status == "running"
+    drive(engine, lambda: result(jenkins_client, "long"), "the build to finish", timeout=60)
+    assert result(jenkins_client, "long") == "SUCCESS"
+    assert "survived" in jenkins_client.get_build_console_output("long", 1)
+    drive(engine, lambda: not engine.memory.agents, "reaping after the outage", timeout=60)
+    assert leftovers(docker_client, jenkins_client, instance) == NOTHING
+
+
+def test_daemon_killed_mid_provision_restarts_without_duplicates_or_leaks(
+    controller: Controller,
+    jenkins_client: jenkins.Jenkins,
+    make_config: ConfigFactory,
+    docker_client: docker.DockerClient,
+    instance: str,
+    tmp_path: Path,
+) -> None:
+    make_config(idle_timeout="3s")
+    config_path = tmp_path / "agentpool.yaml"
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    label = f"{LABEL_INSTANCE}={instance}"
+
+    def start() -> subprocess.Popen[bytes]:
+        return subprocess.Popen(
+            [sys.executable, "-m", "agentpool", "run", "--config", str(config_path)],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=(tmp_path / "daemon.log").open("ab"),
+        )
+
+    jenkins_client.create_job("one", freestyle_xml("docker", "sleep 3"))
+    jenkins_client.build_job("one")
+    daemon = start()
+    try:
+        wait_for(
+            "a container", lambda: docker_client.containers.list(all=True, filters={"label": label}), 60, 0.1
+        )
+        daemon.send_signal(signal.SIGKILL)
+        daemon.wait(10)
+        seen: set[str] = set()
+
+        def watch() -> bool:
+            containers = docker_client.containers.list(all=True, filters={"label": label})
+            assert len(containers) <= 1, [c.name for c in containers]
+            seen.update(c.name for c in containers)
+            return bool(result(jenkins_client, "one")) and not containers
+
+        daemon = start()
+        wait_for("the build to run and its agent to be reaped", watch, 150, 0.5)
+        assert len(seen) == 1, seen
+        assert result(jenkins_client, "one") == "SUCCESS"
+        wait_for("nothing left", lambda: leftovers(docker_client, jenkins_client, instance) == NOTHING, 30)
+        daemon.send_signal(signal.SIGTERM)
+        assert daemon.wait(30) == 0
+    finally:
+        if daemon.poll() is None:
+            daemon.kill()
+        log = (tmp_path / "daemon.log").read_text(errors="replace")
+        assert controller.test_token not in log  # type: ignore[attr-defined]
+
+
+def test_orphans_are_removed_after_two_passes_and_the_grace_period(
+    controller: Controller,
+    jenkins_client: jenkins.Jenkins,
+    make_config: ConfigFactory,
+    docker_client: docker.DockerClient,
+    instance: str,
+) -> None:
+    engine = Engine(make_config())
+    orphan = f"{instance}-dind-0rphan"
+    labels = {LABEL_INSTANCE: instance, LABEL_POOL: "dind", LABEL_AGENT: orphan}
+    docker_client.containers.run(BUSYBOX, ["sleep", "3600"], name=orphan, labels=labels, detach=True)
+    docker_client.volumes.create(
+        f"{instance}-dind-l0nely-docker", labels={**labels, LABEL_AGENT: f"{instance}-dind-l0nely"}
+    )
+    jenkins_client.create_node(
+        f"{instance}-dind-n0cntr",
+        numExecutors=1,
+        labels="docker linux",
+        exclusive=True,
+        launcher=jenkins.LAUNCHER_JNLP,
+        launcher_params={"webSocket": True},
+    )
+    first = engine.run_pass()
+    assert not [a for a in first.plan.actions if getattr(a, "reason", None) and a.reason.value == "orphan"]
+    assert leftovers(docker_client, jenkins_client, instance) != NOTHING
+    drive(
+        engine,
+        lambda: leftovers(docker_client, jenkins_client, instance) == NOTHING,
+        "orphans to be removed",
+        timeout=engine.config.pools[0].launch_timeout + 60,
+    )
+
+
+def test_reuse_keeps_the_inner_image_cache_for_the_next_agent(
+    controller: Controller,
+    jenkins_client: jenkins.Jenkins,
+    make_config: ConfigFactory,
+    docker_client: docker.DockerClient,
+    artifacts: ArtifactServer,
+    instance: str,
+) -> None:
+    engine = Engine(make_config(docker_volume="reuse", max_agents=1, idle_timeout="2s"))
+    label = f"{LABEL_INSTANCE}={instance}"
+    jenkins_client.create_job("warm", freestyle_xml("docker", docker_script(artifacts, "first")))
+    jenkins_client.build_job("warm")
+    drive(engine, lambda: result(jenkins_client, "warm"), "the first build", timeout=150)
+    assert result(jenkins_client, "warm") == "SUCCESS"
+    first_agent = set(engine.memory.agents)
+    drive(engine, lambda: not engine.memory.agents, "the first agent to be reaped", timeout=60)
+    volumes = [v.name for v in docker_client.volumes.list(filters={"label": label})]
+    assert len(volumes) == 1, volumes
+
+    jenkins_client.create_job(
+        "cached",
+        freestyle_xml(
+            "docker", f"docker image inspect {BUSYBOX} >/dev/null\ndocker run --rm {BUSYBOX} echo from-cache"
+        ),
+    )
+    jenkins_client.build_job("cached")
+    drive(engine, lambda: result(jenkins_client, "cached"), "the second build", timeout=150)
+    console = jenkins_client.get_build_console_output("cached", 1)
+    assert result(jenkins_client, "cached") == "SUCCESS", console
+    assert "from-cache" in console
+    assert set(engine.memory.agents).isdisjoint(first_agent)
+    assert [v.name for v in docker_client.volumes.list(filters={"label": label})] == volumes
