@@ -21,8 +21,7 @@ from typing import TYPE_CHECKING, Any
 from agentpool import planner
 from agentpool.adapters.docker import DockerHost
 from agentpool.adapters.jenkins import JenkinsAdapter
-from agentpool.config import Config, load_config
-from agentpool.config import ConfigError
+from agentpool.config import Config, ConfigError, load_config
 from agentpool.errors import ExternalError
 from agentpool.executor import Executor, Outcome
 from agentpool.model import (

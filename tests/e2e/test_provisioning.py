@@ -5,10 +5,10 @@ from __future__ import annotations
 import docker
 import jenkins
 import pytest
-from agentpool.testing.jenkins import Controller
 
 from agentpool.daemon import Engine
 from agentpool.testing.artifacts import ArtifactServer
+from agentpool.testing.jenkins import Controller
 
 from .conftest import ConfigFactory, docker_script, drive, freestyle_xml, leftovers, pipeline_xml
 
