@@ -103,7 +103,7 @@ def make_config(
 ) -> ConfigFactory:
     monkeypatch.setenv("AGENTPOOL_TEST_TOKEN", controller.test_token)  # type: ignore[attr-defined]
 
-    def make(**pool: Any) -> Config:
+    def make(metrics_listen: str | None = None, poll_interval: str = "1s", **pool: Any) -> Config:
         settings: dict[str, Any] = {
             "name": "dind",
             "labels": ["docker", "linux"],
@@ -122,9 +122,9 @@ def make_config(
             "  token_env: AGENTPOOL_TEST_TOKEN",
             f"  agent_url: http://{BRIDGE}:{controller.port}/",
             f"instance: {instance}",
-            "poll_interval: 1s",
+            f"poll_interval: {poll_interval}",
             "metrics:",
-            "  listen: null",
+            f"  listen: {metrics_listen or 'null'}",
             "pools:",
             "  - name: " + str(settings.pop("name")),
         ]
