@@ -132,5 +132,12 @@ def test_port_mode_serves_the_api_over_mutual_tls_only(
     assert "Jenkins agent" not in a.logs()
 
 
+def test_port_mode_plain_tcp_needs_the_opt_in_and_warns(agents: Agents) -> None:
+    a = agents.start("insecure", env={"PORT": "2375", "DIND_INSECURE_TCP": "true"})
+    a.wait_ready()
+    assert requests.get(f"http://{a.ip()}:2375/version", timeout=10).json()["Version"]
+    assert "PORT mode WITHOUT TLS" in a.logs()
+
+
 def _host_processes() -> str:
     return subprocess.run(["ps", "-eo", "pid,args"], capture_output=True, text=True, check=True).stdout
