@@ -64,6 +64,12 @@ DOCKERD_PID=""
 CHILD_PID=""
 TAIL_PID=""
 
+# True when the last mount on $1 (exactly) is read-only. (`test -w` cannot tell for /proc/sys:
+# procfs refuses write access to its directories whatever the mount says.)
+mounted_read_only() {
+    awk -v m="$1" '$2 == m { opts = $4 } END { exit !(opts ~ /^ro(,|$)/) }' /proc/mounts
+}
+
 # --- 1. file descriptors ------------------------------------------------------------------
 close_inherited_fds() {
     local fd n
@@ -100,6 +106,11 @@ setup_cgroups() {
     # A read-only /sys means we are not privileged (capabilities profile): make it writable.
     # (For root, -w fails only on a read-only mount.)
     [ -w /sys ] || mount -o remount,rw /sys 2>/dev/null || warn "cannot remount /sys read-write"
+    # /proc/sys is read-only unless the engine was asked for `systempaths=unconfined` (a docker
+    # CLI option the engine API only knows as empty MaskedPaths/ReadonlyPaths): dockerd writes
+    # sysctls such as net.ipv4.ip_forward there.
+    mounted_read_only /proc/sys && { mount -o remount,bind,rw /proc/sys 2>/dev/null \
+        || warn "cannot remount /proc/sys read-write: dockerd may fail to set sysctls"; }
 
     if [ -f /sys/fs/cgroup/cgroup.controllers ]; then
         setup_cgroup_v2

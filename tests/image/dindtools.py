@@ -113,12 +113,19 @@ class Agents:
         mounts: Sequence[str] = (),
         args: Sequence[str] = (),
         data_root_volume: bool = True,
+        systempaths_unconfined: bool = True,
     ) -> Agent:
-        """`docker run -d` the image under the capabilities profile (not waiting for readiness)."""
+        """`docker run -d` the image under the capabilities profile (not waiting for readiness).
+
+        systempaths_unconfined=False leaves out what the engine API (and so the docker SDK)
+        cannot express as a security option.
+        """
         name = f"agentpool-test-{role}-{self.suffix}-{secrets.token_hex(2)}"
         vol = volume or self.volume(role)
-        run = ["run", "-d", *self._options(name, vol if data_root_volume else None, env, mounts)]
-        docker(*run, IMAGE, *args)
+        opts = self._options(name, vol if data_root_volume else None, env, mounts)
+        if not systempaths_unconfined:
+            opts.remove("--security-opt=systempaths=unconfined")
+        docker("run", "-d", *opts, IMAGE, *args)
         return Agent(name=name, volume=vol)
 
     def run_to_end(

@@ -139,5 +139,15 @@ def test_port_mode_plain_tcp_needs_the_opt_in_and_warns(agents: Agents) -> None:
     assert "PORT mode WITHOUT TLS" in a.logs()
 
 
+def test_works_without_systempaths_unconfined(agents: Agents) -> None:
+    # The docker SDK cannot send `systempaths=unconfined`: the entrypoint unlocks /proc/sys.
+    a = agents.start("sdkprofile", systempaths_unconfined=False)
+    a.wait_ready()
+    options = a.exec("awk", '$2 == "/proc/sys" { o = $4 } END { print o }', "/proc/mounts")
+    assert options.startswith("rw,")
+    a.load_busybox()
+    assert a.exec("docker", "run", "--rm", BUSYBOX, "echo", "ok").strip() == "ok"
+
+
 def _host_processes() -> str:
     return subprocess.run(["ps", "-eo", "pid,args"], capture_output=True, text=True, check=True).stdout
