@@ -10,11 +10,10 @@ are pure as well (they return a new memory).
 
 from __future__ import annotations
 
-import copy
 import hashlib
 import re
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 
 from agentpool.config import Config, PoolConfig
 from agentpool.labels import Expr, LabelSyntaxError, parse
@@ -63,8 +62,23 @@ _GONE = frozenset({ContainerState.EXITED, ContainerState.DEAD, ContainerState.RE
 # --- memory updates the daemon makes from the executor's outcomes -------------------------
 
 
+_AGENT_FIELDS = tuple(f.name for f in fields(AgentMemory))
+_POOL_FIELDS = tuple(f.name for f in fields(PoolMemory))
+
+
 def copy_memory(memory: Memory) -> Memory:
-    return copy.deepcopy(memory)
+    """A copy sharing nothing mutable with ``memory`` (faster than ``deepcopy`` for 1,000s of agents)."""
+    return Memory(
+        agents={
+            name: AgentMemory(**{f: getattr(a, f) for f in _AGENT_FIELDS})
+            for name, a in memory.agents.items()
+        },
+        pools={
+            name: PoolMemory(**{f: getattr(p, f) for f in _POOL_FIELDS}) for name, p in memory.pools.items()
+        },
+        orphan_seen=dict(memory.orphan_seen),
+        item_first_seen=dict(memory.item_first_seen),
+    )
 
 
 def record_provisioned(memory: Memory, action: Provision, now: float, volume: str | None = None) -> Memory:
@@ -417,8 +431,6 @@ class _Pass:
     def idle_reaps(self) -> None:
         for name, tally in self.tally.items():
             pool = self.pools[name]
-            if tally.demand:
-                continue  # items wait for this pool: its idle agents are about to be used
             idle = sorted(
                 tally.idle_agents,
                 key=lambda a: (a.idle_since if a.idle_since is not None else self.now, a.name),
@@ -430,6 +442,8 @@ class _Pass:
                 idle_for = self.now - (am.idle_since if am.idle_since is not None else self.now)
                 if idle_for < pool.idle_timeout:
                     break
+                if tally.demand and not self._temporarily_offline(am.name):
+                    continue  # items wait for this pool: an idle, accepting agent is about to take one
                 self.reap(
                     am,
                     Reason.IDLE_TIMEOUT,
@@ -441,6 +455,10 @@ class _Pass:
                 node = self.nodes.get(am.name)
                 if node is not None and not node.temporarily_offline:
                     tally.idle_slots -= node.idle_executors
+
+    def _temporarily_offline(self, name: str) -> bool:
+        node = self.nodes.get(name)
+        return node is not None and node.temporarily_offline
 
     # -- orphans --------------------------------------------------------------------------
 

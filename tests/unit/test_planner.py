@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import copy
 import re
+from dataclasses import fields
 from typing import Any
 
 import pytest
@@ -26,6 +27,7 @@ from agentpool.planner import (
     UNKNOWN_LABEL,
     agent_state,
     backoff_delay,
+    copy_memory,
     matching_pools,
     plan,
     record_launch_failure,
@@ -316,11 +318,22 @@ def test_busy_agent_never_reaped() -> None:
 
 
 def test_idle_agents_of_a_pool_with_waiting_items_are_kept() -> None:
-    containers, nodes, mem = running(A1)
-    nodes[0] = node(A1, temp_offline=True)  # e.g. being re-checked: not capacity, but not reaped
-    p, _ = plan(observed(items(1), nodes, containers), config(), mem, T0)
-    assert reaps(p) == []
-    assert len(provisions(p)) == 1
+    containers, nodes, mem = running(A1, A2)
+    for a in mem.agents.values():
+        a.idle_since = T0 - 1000
+    nodes[1] = node(A2, temp_offline=True)  # not accepting: no capacity, and reaped when idle long
+    p, _ = plan(observed(items(2), nodes, containers), config(), mem, T0)
+    assert [(r.agent, r.reason) for r in reaps(p)] == [(A2, Reason.IDLE_TIMEOUT)]
+    assert len(provisions(p)) == 1  # A1 takes one item
+
+
+def test_copy_memory_covers_every_field() -> None:
+    assert [f.name for f in fields(Memory)] == ["agents", "pools", "orphan_seen", "item_first_seen"]
+    mem = memory(known(A1, idle_since=T0), pools={"dind": PoolMemory(3, T0, True)})
+    mem.orphan_seen["node:x"] = T0
+    mem.item_first_seen[1] = T0
+    out = copy_memory(mem)
+    assert out == mem and out.agents[A1] is not mem.agents[A1] and out.pools["dind"] is not mem.pools["dind"]
 
 
 # --- one-shot ----------------------------------------------------------------------------
