@@ -263,6 +263,8 @@ class _Pass:
         self.next_orphan_seen: dict[str, float] = {}
         self.taken: set[str] = set(self.mem.agents) | set(self.nodes) | set(self.containers)
         self.new_agents = 0
+        self.host_cache: str | None = None
+        self.host_cache_valid = False  # host_count only changes in provision() once demand is served
 
     # -- agents ---------------------------------------------------------------------------
 
@@ -527,6 +529,9 @@ class _Pass:
         return None
 
     def free_host(self) -> str | None:
+        """The reachable host with the most room (ties: config order), None when all are full."""
+        if self.host_cache_valid:
+            return self.host_cache
         best: str | None = None
         best_room = 0
         for h in self.config.docker_hosts:
@@ -535,6 +540,7 @@ class _Pass:
             room = h.max_agents - self.host_count.get(h.name, 0)
             if room > best_room:
                 best, best_room = h.name, room
+        self.host_cache, self.host_cache_valid = best, True
         return best
 
     def provision(self, pool: PoolConfig, reason: Reason, detail: str) -> None:
@@ -546,6 +552,7 @@ class _Pass:
         lease = self.lease(pool, host) if pool.docker_volume == "reuse" else None
         self.actions.append(Provision(pool.name, host, name, reason, detail, lease_volume=lease))
         self.host_count[host] = self.host_count.get(host, 0) + 1
+        self.host_cache_valid = False
         tally = self.tally[pool.name]
         tally.agents += 1
         tally.starting_slots += pool.executors
@@ -584,9 +591,14 @@ class _Pass:
 
     def route(self, queue: tuple[QueueItem, ...]) -> dict[str | None, list[QueueItem]]:
         groups: dict[str | None, list[QueueItem]] = {}
+        buildable = ItemKind.BUILDABLE
         for item in queue:
-            if item.kind is ItemKind.BUILDABLE:
-                groups.setdefault(item.label, []).append(item)
+            if item.kind is buildable:
+                group = groups.get(item.label)
+                if group is None:
+                    groups[item.label] = [item]
+                else:
+                    group.append(item)
         for label, items in groups.items():
             key = UNKNOWN_LABEL if label is None else label
             self.demand[key] = len(items)
