@@ -116,22 +116,26 @@ def main() -> None:
     args = parser.parse_args()
     observed, config, memory = scenario()
     plan(observed, config, memory, NOW)  # warm the label-parsing cache
-    times = []
+    wall: list[float] = []
+    cpu: list[float] = []
     result = None
     for _ in range(args.runs):
-        start = time.perf_counter()
+        start, start_cpu = time.perf_counter(), time.process_time()
         result, _ = plan(observed, config, memory, NOW)
-        times.append((time.perf_counter() - start) * 1000)
+        cpu.append((time.process_time() - start_cpu) * 1000)
+        wall.append((time.perf_counter() - start) * 1000)
     assert result is not None
-    times.sort()
     print(
         f"planner: {ITEMS} queued items, {AGENTS} agents, {POOLS} pools, {HOSTS} hosts; "
         f"{len(result.actions)} actions, {len(result.unserved)} unserved"
     )
-    print(
-        f"median {statistics.median(times):.1f} ms, min {times[0]:.1f} ms, max {times[-1]:.1f} ms "
-        f"over {args.runs} runs"
-    )
+    # CPU time is what the pass costs; wall time also shows waiting for a busy machine's CPUs.
+    for what, times in (("wall", wall), ("cpu", cpu)):
+        times.sort()
+        print(
+            f"{what}: median {statistics.median(times):.1f} ms, min {times[0]:.1f} ms, "
+            f"max {times[-1]:.1f} ms over {args.runs} runs"
+        )
 
 
 if __name__ == "__main__":
