@@ -63,7 +63,7 @@ class Check:
 
 def format_check(check: Check) -> str:
     if check.ok:
-        return f"OK   {check.name}: {check.detail}"
+        return f"OK  {check.name}: {check.detail}"
     fix = f" — fix: {check.fix}" if check.fix else ""
     return f"FAIL {check.name}: {check.detail}{fix}"
 
@@ -118,9 +118,8 @@ def check_jenkins(config: Config) -> list[Check]:
     token = cfg.token.get_secret_value() if cfg.token else ""
     headers = {"Accept-Language": "en"}
     try:
-        answer = requests.get(url, timeout=cfg.timeout, headers=headers, allow_redirects=False)
+        answer = requests.get(url, timeout=cfg.timeout, headers=headers)
     except requests.RequestException as exc:
-        skipped = "not checked: Jenkins is unreachable"
         return [
             Check(
                 "jenkins reachable",
@@ -128,12 +127,21 @@ def check_jenkins(config: Config) -> list[Check]:
                 f"{url}: {_http_error(exc, cfg.timeout)}",
                 "check jenkins.url, that the controller runs, and that this host can reach it",
             ),
-            Check("jenkins credentials", False, skipped, "fix the check above first"),
-            Check("jenkins node permissions", False, skipped, "fix the check above first"),
+            *_skipped("Jenkins is unreachable"),
         ]
     version = answer.headers.get("X-Jenkins")
+    if answer.history and not answer.url.startswith(url):
+        # POSTs (node creation) do not survive a redirect: the URL must be the real one.
+        return [
+            Check(
+                "jenkins reachable",
+                False,
+                f"{url} redirects to {answer.url}",
+                "set jenkins.url to the URL Jenkins redirects to (scheme, host and path)",
+            ),
+            *_skipped("jenkins.url redirects elsewhere"),
+        ]
     if not version:
-        skipped = "not checked: the URL does not answer as Jenkins"
         return [
             Check(
                 "jenkins reachable",
@@ -141,8 +149,7 @@ def check_jenkins(config: Config) -> list[Check]:
                 f"{url} answers HTTP {answer.status_code} without an X-Jenkins header: not a Jenkins root",
                 "set jenkins.url to the controller's root URL (the page that shows the dashboard)",
             ),
-            Check("jenkins credentials", False, skipped, "fix the check above first"),
-            Check("jenkins node permissions", False, skipped, "fix the check above first"),
+            *_skipped("the URL does not answer as Jenkins"),
         ]
     checks = [Check("jenkins reachable", True, f"Jenkins {version} at {url}")]
     credentials = _check_credentials(url, cfg.user, token, cfg.timeout, headers)
@@ -159,6 +166,13 @@ def check_jenkins(config: Config) -> list[Check]:
             )
         )
     return checks
+
+
+def _skipped(why: str) -> list[Check]:
+    return [
+        Check("jenkins credentials", False, f"not checked: {why}", "fix the check above first"),
+        Check("jenkins node permissions", False, f"not checked: {why}", "fix the check above first"),
+    ]
 
 
 def _check_credentials(url: str, user: str, token: str, timeout: float, headers: dict[str, str]) -> Check:

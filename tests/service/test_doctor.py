@@ -49,7 +49,7 @@ init 000001ffffffffff
 def test_format_lines_and_exit_code() -> None:
     ok = Check("docker local reachable", True, "Docker 20.10 at unix:///var/run/docker.sock")
     bad = Check("jenkins credentials", False, "credentials rejected for user 'a' (HTTP 401)", "put a token")
-    assert format_check(ok) == "OK   docker local reachable: Docker 20.10 at unix:///var/run/docker.sock"
+    assert format_check(ok) == "OK  docker local reachable: Docker 20.10 at unix:///var/run/docker.sock"
     assert format_check(bad) == (
         "FAIL jenkins credentials: credentials rejected for user 'a' (HTTP 401) — fix: put a token"
     )
@@ -261,3 +261,20 @@ def test_capabilities_profile_unconfines_proc_sys(busybox_image: str) -> None:
         client.close()
     assert outputs["capabilities"] == "0"  # /proc/sys not re-mounted read-only
     assert int(outputs["default"]) >= 1  # the default profile does mount it read-only
+
+
+def test_a_server_that_is_not_jenkins_is_named(instance: str) -> None:
+    from agentpool.doctor import check_jenkins
+    from agentpool.service.http import ServiceHTTP
+    from agentpool.service.metrics import Metrics
+
+    other = ServiceHTTP("127.0.0.1:0", Metrics(), lambda: (True, "ok"), dict, dict, dict)  # type: ignore[arg-type]
+    other.start()
+    try:
+        pools = "  - {name: p, labels: [docker], image: x}\n"
+        checks = check_jenkins(_config(instance, other.url + "/", pools))
+    finally:
+        other.stop()
+    assert [c.ok for c in checks] == [False, False, False]
+    assert "answers HTTP 404 without an X-Jenkins header" in checks[0].detail
+    assert checks[1].detail == "not checked: the URL does not answer as Jenkins"
