@@ -126,12 +126,12 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 
 def cmd_doctor(args: argparse.Namespace) -> int:
-    from agentpool.doctor import format_checks, run_doctor
+    from agentpool.doctor import exit_code, format_report, run_doctor
 
     config = _load(args.config)
     checks = run_doctor(config)
-    print(format_checks(checks))
-    return EXIT_OK if all(c.ok for c in checks) else EXIT_FAIL
+    print(format_report(checks))
+    return exit_code(checks)
 
 
 def _drain(args: argparse.Namespace, draining: bool) -> int:

@@ -10,7 +10,6 @@ running; SIGHUP reloads the config, keeping the old one when the new one is inva
 
 from __future__ import annotations
 
-import copy
 import logging
 import threading
 import time
@@ -24,8 +23,10 @@ from agentpool.adapters.jenkins import JenkinsAdapter
 from agentpool.config import Config, ConfigError, load_config
 from agentpool.errors import ExternalError
 from agentpool.executor import Executor, Outcome
+from agentpool.logs import register_secret
 from agentpool.model import (
     AgentState,
+    Cordon,
     HostView,
     Memory,
     Node,
@@ -86,9 +87,9 @@ class Engine:
     def _configure(self, config: Config) -> None:
         self.config = config
         jenkins = config.jenkins
-        self.jenkins = JenkinsAdapter(
-            jenkins.url, jenkins.user, jenkins.token.get_secret_value(), timeout=jenkins.timeout
-        )
+        token = jenkins.token.get_secret_value() if jenkins.token is not None else ""
+        register_secret(token)
+        self.jenkins = JenkinsAdapter(jenkins.url, jenkins.user, token, timeout=jenkins.timeout)
         self.hosts = {h.name: DockerHost(h.name, h.url) for h in config.docker_hosts}
         self.executor = Executor(config, self.jenkins, self.hosts)
 
@@ -131,9 +132,8 @@ class Engine:
             started = self.clock()
             observed = self.observe()
             now = self.clock()
-            before = copy.deepcopy(self.memory)
             plan, memory = planner.plan(observed, self.config, self.memory, now)
-            self._log_new_online(before, memory, now)
+            self._log_new_online(self.memory, memory)
             report = PassReport(started=started, duration=0.0, observed=observed, plan=plan)
             if execute:
                 self.memory = memory
@@ -150,7 +150,7 @@ class Engine:
             self.hooks.pass_done(report, self.memory, self.config)
             return report
 
-    def _log_new_online(self, before: Memory, after: Memory, now: float) -> None:
+    def _log_new_online(self, before: Memory, after: Memory) -> None:
         for name, agent in after.agents.items():
             previous = before.agents.get(name)
             if agent.online_at is not None and (previous is None or previous.online_at is None):
@@ -168,7 +168,7 @@ class Engine:
             self.hooks.api_error(outcome.error_system or "docker", outcome.error_kind or "error")
         if isinstance(action, Provision):
             if outcome.ok:
-                planner.record_provisioned(self.memory, action, now, volume=outcome.volume)
+                self.memory = planner.record_provisioned(self.memory, action, now, volume=outcome.volume)
                 log.info(
                     "provisioned agent=%s pool=%s host=%s reason=%s detail=%r",
                     action.agent,
@@ -178,7 +178,7 @@ class Engine:
                     action.detail,
                 )
             else:
-                planner.record_launch_failure(self.memory, action.pool, now)
+                self.memory = planner.record_launch_failure(self.memory, action.pool, now)
                 backoff = self.memory.pools[action.pool].backoff_until - now
                 log.warning(
                     "launch failed agent=%s pool=%s host=%s error=%r backoff=%.0fs%s",
@@ -198,14 +198,13 @@ class Engine:
                     outcome.error,
                 )
             elif not outcome.removed:
-                planner.record_busy_again(self.memory, action.agent, now)
                 log.info(
                     "kept agent=%s: a build arrived while it was being reaped; back online", action.agent
                 )
             else:
-                planner.record_reaped(self.memory, action.agent)
+                self.memory = planner.record_reaped(self.memory, action.agent)
                 if action.count_launch_failure:
-                    planner.record_launch_failure(self.memory, action.pool, now)
+                    self.memory = planner.record_launch_failure(self.memory, action.pool, now)
                 log.info(
                     "reaped agent=%s pool=%s reason=%s detail=%r%s",
                     action.agent,
@@ -214,8 +213,18 @@ class Engine:
                     action.detail,
                     f" log_tail={outcome.log_tail!r}" if outcome.log_tail else "",
                 )
+        elif isinstance(action, Cordon):
+            if outcome.ok:
+                log.info(
+                    "cordoned agent=%s reason=%s detail=%r", action.agent, action.reason.value, action.detail
+                )
+            else:
+                log.warning("cordon failed agent=%s error=%r", action.agent, outcome.error)
         elif isinstance(action, RemoveOrphan):
             if outcome.ok:
+                self.memory = planner.record_orphan_removed(
+                    self.memory, planner.orphan_key(action.kind, action.host, action.name)
+                )
                 log.info(
                     "removed orphan %s=%s reason=%s detail=%r",
                     action.kind,
@@ -237,7 +246,8 @@ class Engine:
         agents = []
         for name, agent in sorted(self.memory.agents.items()):
             node = nodes.get(name)
-            state = planner.agent_state(agent, node, self.memory)
+            pool_memory = self.memory.pools.get(agent.pool)
+            state = planner.agent_state(agent, node, bool(pool_memory and pool_memory.draining))
             agents.append(
                 {
                     "name": name,
@@ -276,7 +286,7 @@ class Engine:
             raise ConfigError([f"no pool named {pool!r}"])
         with self.lock:
             for name in names:
-                self.memory.pools.setdefault(name, planner.new_pool_memory()).draining = draining
+                self.memory = planner.set_draining(self.memory, name, draining)
         return names
 
     def agents_of(self, pools: list[str]) -> int:

@@ -23,11 +23,12 @@ from agentpool.model import (
     LABEL_INSTANCE,
     LABEL_POOL,
     Action,
+    Cordon,
     Provision,
     Reap,
     RemoveOrphan,
 )
-from agentpool.security import host_config_kwargs
+from agentpool.security import host_config_fields, host_config_kwargs
 
 if TYPE_CHECKING:
     from agentpool.config import Config, PoolConfig
@@ -86,6 +87,9 @@ class Executor:
                 return self.provision(action)
             if isinstance(action, Reap):
                 return self.reap(action)
+            if isinstance(action, Cordon):
+                self.jenkins.set_temporarily_offline(action.agent, True, f"agentpool: {action.detail}")
+                return Outcome(action, ok=True, removed=False)
             return self.remove_orphan(action)
         except ExternalError as exc:
             return Outcome(action, ok=False, error=str(exc), error_system=exc.system, error_kind=exc.kind)
@@ -115,6 +119,7 @@ class Executor:
             volume=volume,
             env=env,
             host_config=host_config_kwargs(pool.security, list(pool.cap_drop)),
+            host_fields=host_config_fields(pool.security),
             nano_cpus=int(pool.cpus * 1e9) if pool.cpus else None,
             mem_limit=pool.memory or None,
             labels=self._labels(pool.name, agent),

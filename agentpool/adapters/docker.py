@@ -44,6 +44,7 @@ class AgentSpec:
     volume: str
     env: Mapping[str, str]
     host_config: Mapping[str, Any]  # docker SDK kwargs of the security profile
+    host_fields: Mapping[str, Any] = field(default_factory=dict)  # raw HostConfig fields (no SDK kwarg)
     nano_cpus: int | None = None
     mem_limit: int | None = None
     labels: Mapping[str, str] = field(default_factory=dict)
@@ -229,6 +230,7 @@ class DockerHost:
             restart_policy={"Name": "no"},
             **dict(spec.host_config),
         )
+        host_config.update(spec.host_fields)
         created = self._call(
             f"create container {spec.name}",
             lambda: api.create_container(

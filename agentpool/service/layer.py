@@ -81,7 +81,9 @@ class ServiceLayer(Hooks):
         nodes = {n.name: n for n in (report.observed.nodes or ())}
         states: Counter[tuple[str, str]] = Counter()
         for agent in memory.agents.values():
-            states[(agent.pool, planner.agent_state(agent, nodes.get(agent.name), memory).value)] += 1
+            pool_memory = memory.pools.get(agent.pool)
+            draining = bool(pool_memory and pool_memory.draining)
+            states[(agent.pool, planner.agent_state(agent, nodes.get(agent.name), draining).value)] += 1
         m.set_agents(states)
         m.set_waiting(report.plan.demand)
         if report.ok:
