@@ -1,0 +1,129 @@
+"""The Jenkins adapter against the project's controller over real HTTP: what it reads, what it
+writes, how many requests a read costs, and how failures are translated (never leaking the token)."""
+
+from __future__ import annotations
+
+import secrets
+import time
+from collections.abc import Iterator
+
+import jenkins
+import pytest
+
+from agentpool.adapters.jenkins import JenkinsAdapter
+from agentpool.errors import JenkinsError
+from agentpool.model import ItemKind
+from agentpool.testing.jenkins import Controller, freestyle_config, pipeline_config
+
+TOKEN = secrets.token_hex(16)
+
+
+@pytest.fixture
+def controller() -> Iterator[Controller]:
+    ctl = Controller(listen="127.0.0.1:0", user="admin", token=TOKEN)
+    ctl.start()
+    yield ctl
+    ctl.stop()
+
+
+@pytest.fixture
+def adapter(controller: Controller) -> JenkinsAdapter:
+    return JenkinsAdapter(controller.url, "admin", TOKEN, timeout=5)
+
+
+@pytest.fixture
+def client(controller: Controller) -> jenkins.Jenkins:
+    return jenkins.Jenkins(controller.url, username="admin", password=TOKEN, timeout=5)
+
+
+def make_agent(adapter: JenkinsAdapter, name: str, labels: list[str]) -> None:
+    adapter.create_node(
+        name,
+        labels=labels,
+        executors=1,
+        remote_fs="/home/jenkins/agent",
+        exclusive=True,
+        websocket=True,
+        description="test",
+    )
+
+
+def test_node_life_cycle(adapter: JenkinsAdapter, controller: Controller) -> None:
+    make_agent(adapter, "ap-dind-000001", ["docker", "linux"])
+    make_agent(adapter, "ap-dind-000001", ["docker", "linux"])  # "already exists" counts as created
+    (node,) = adapter.read_nodes()
+    assert node.name == "ap-dind-000001"
+    assert node.labels == {"ap-dind-000001", "docker", "linux"}
+    assert node.offline and not node.temporarily_offline and not node.busy
+    assert adapter.agent_secret("ap-dind-000001") == controller.secret("ap-dind-000001")
+    node = adapter.set_temporarily_offline("ap-dind-000001", True, "agentpool: reaping")
+    assert node.temporarily_offline and node.offline_reason == "agentpool: reaping"
+    node = adapter.set_temporarily_offline("ap-dind-000001", True, "again")  # no flip back
+    assert node.temporarily_offline
+    assert not adapter.set_temporarily_offline("ap-dind-000001", False).temporarily_offline
+    adapter.delete_node("ap-dind-000001")
+    adapter.delete_node("ap-dind-000001")  # gone already counts as deleted
+    assert adapter.read_nodes() == ()
+
+
+def test_queue_labels_for_freestyle_and_pipeline(adapter: JenkinsAdapter, client: jenkins.Jenkins) -> None:
+    client.create_job("free", freestyle_config("docker && linux", quiet_period=0))
+    client.create_job("pipe", pipeline_config("node('docker && linux') { sh 'true' }", quiet_period=0))
+    client.create_job("quiet", freestyle_config("docker", quiet_period=60))
+    for job in ("free", "pipe", "quiet"):
+        client.build_job(job)
+    deadline = time.monotonic() + 10
+    while True:  # the Pipeline run starts first, then its node() step queues a placeholder task
+        items = adapter.read_queue(adapter.read_nodes())
+        if any(i.task_name.startswith("pipe #") for i in items) or time.monotonic() > deadline:
+            break
+        time.sleep(0.1)
+    # no agent node at all: Jenkins hides the Pipeline item's label; the freestyle one is exported
+    by_name = {item.task_name: item for item in items}
+    assert by_name["free"].label == "docker&&linux" and by_name["free"].kind is ItemKind.BUILDABLE
+    assert by_name["quiet"].kind is ItemKind.WAITING
+    pipeline = next(i for name, i in by_name.items() if name.startswith("pipe #"))
+    assert pipeline.label is None
+    # once any agent node exists, the label shows in why
+    make_agent(adapter, "ap-other-000002", ["windows"])
+    items = adapter.read_queue(adapter.read_nodes())
+    pipeline = next(i for i in items if i.task_name.startswith("pipe #"))
+    assert pipeline.label == "docker&&linux"
+
+
+def test_a_pass_reads_jenkins_in_two_requests(adapter: JenkinsAdapter, controller: Controller) -> None:
+    for i in range(5):
+        make_agent(adapter, f"ap-dind-00000{i}", ["docker"])
+    adapter.read_queue(adapter.read_nodes())  # resolves auth and the crumb once
+    controller.reset_counts()
+    adapter.read_queue(adapter.read_nodes())
+    assert sum(controller.request_counts.values()) == 2
+
+
+@pytest.mark.parametrize(
+    ("status", "kind"), [(500, "server-error"), (503, "server-error"), (403, "forbidden"), (401, "auth")]
+)
+def test_errors_are_translated_without_the_token(
+    adapter: JenkinsAdapter, controller: Controller, status: int, kind: str
+) -> None:
+    controller.faults.fail_next(5, status=status)
+    with pytest.raises(JenkinsError) as caught:
+        adapter.read_nodes()
+    assert caught.value.kind == kind
+    assert TOKEN not in str(caught.value)
+
+
+def test_bad_credentials(controller: Controller) -> None:
+    adapter = JenkinsAdapter(controller.url, "admin", "wrong-" + TOKEN, timeout=5)
+    with pytest.raises(JenkinsError) as caught:
+        adapter.read_nodes()
+    assert caught.value.kind == "auth"
+    assert TOKEN not in str(caught.value)
+
+
+def test_unreachable() -> None:
+    adapter = JenkinsAdapter("http://127.0.0.1:9/", "admin", TOKEN, timeout=2)
+    with pytest.raises(JenkinsError) as caught:
+        adapter.read_nodes()
+    assert caught.value.kind == "unreachable"
+    assert "127.0.0.1:9" in str(caught.value)
