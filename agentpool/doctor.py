@@ -287,7 +287,9 @@ def parse_probe(output: str, mount: str = PROBE_MOUNT) -> HostFacts:
             if len(fields) >= 5 and fields[4] == mount:
                 facts.volume_fs = after.split()[0]
         elif section == "capbnd" and len(parts) == 2:
-            facts.bounding.setdefault(parts[0], int(parts[1], 16))
+            # Agents' inner dockerds show up too (pid: host); their sets are subsets of the
+            # engine's, so the union of all is the engine's own.
+            facts.bounding[parts[0]] = facts.bounding.get(parts[0], 0) | int(parts[1], 16)
     return facts
 
 
