@@ -13,10 +13,9 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-import requests
-
 from agentpool.config import Config, ConfigError, load_config
 from agentpool.logs import setup_logging
+from agentpool.service.client import DaemonClient, DaemonError, DaemonUnavailable
 
 EXIT_OK, EXIT_FAIL, EXIT_USAGE = 0, 1, 2
 
@@ -30,24 +29,23 @@ def _load(path: str) -> Config:
         raise SystemExit(EXIT_USAGE) from None
 
 
-def _daemon_url(config: Config, path: str) -> str:
-    return f"http://{config.metrics.listen}{path}"
+def _daemon(config: Config) -> DaemonClient | None:
+    return DaemonClient(config.metrics.listen) if config.metrics.listen else None
 
 
-def _ask_daemon(config: Config, method: str, path: str) -> dict[str, Any] | None:
-    """The running daemon's answer, or None when no daemon listens on metrics.listen."""
-    if not config.metrics.listen:
+def _ask_daemon(config: Config, call: str, pool: str | None = None) -> dict[str, Any] | None:
+    """The running daemon's answer to ``call``, or None when no daemon listens on metrics.listen."""
+    client = _daemon(config)
+    if client is None:
         return None
     try:
-        response = requests.request(method, _daemon_url(config, path), timeout=5)
-    except requests.RequestException:
+        if call == "status":
+            return client.status()
+        return dict(getattr(client, call)(pool))
+    except DaemonUnavailable:
         return None
-    if response.status_code >= 400:
-        raise SystemExit(
-            f"the running daemon refused {method} {path}: {response.status_code} {response.text.strip()}"
-        )
-    result: dict[str, Any] = response.json()
-    return result
+    except DaemonError as exc:
+        raise SystemExit(f"the running daemon refused {call}: {exc}") from None
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
@@ -110,7 +108,7 @@ def _format_status(status: dict[str, Any]) -> str:
 
 def cmd_status(args: argparse.Namespace) -> int:
     config = _load(args.config)
-    status = _ask_daemon(config, "GET", "/status")
+    status = _ask_daemon(config, "status")
     if status is None:
         engine = _engine(config)
         try:
@@ -140,9 +138,7 @@ def _drain(args: argparse.Namespace, draining: bool) -> int:
     if pool is not None and pool not in {p.name for p in config.pools}:
         print(f"no pool named {pool!r} in {args.config}", file=sys.stderr)
         return EXIT_USAGE
-    verb = "drain" if draining else "resume"
-    query = f"?pool={pool}" if pool else ""
-    answer = _ask_daemon(config, "POST", f"/{verb}{query}")
+    answer = _ask_daemon(config, "drain" if draining else "resume", pool)
     if not draining:
         if answer is None:
             print("no daemon running: nothing to resume (draining lives in the daemon)")
@@ -153,7 +149,7 @@ def _drain(args: argparse.Namespace, draining: bool) -> int:
         pools = answer.get("pools", [])
         print(f"draining {', '.join(pools)} (running daemon); waiting for their agents to go")
         while True:
-            status = _ask_daemon(config, "GET", "/status")
+            status = _ask_daemon(config, "status")
             left = [a for a in (status or {}).get("agents", []) if a["pool"] in pools]
             if status is None or not left:
                 break

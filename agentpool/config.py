@@ -29,6 +29,7 @@ from pydantic import (
 )
 
 from agentpool.labels import quote_atom
+from agentpool.service.env import expand_env
 
 log = logging.getLogger(__name__)
 
@@ -428,7 +429,11 @@ def _resolve_token(config: Config, name: str, err: Callable[[Loc, str], None]) -
         return config
     token: str
     if jenkins.token_file is not None:
-        path = Path(jenkins.token_file)
+        try:
+            path = Path(expand_env(jenkins.token_file))
+        except ValueError as exc:
+            err(("jenkins", "token_file"), str(exc))
+            return config
         if not path.is_absolute() and name not in ("", "<config>"):
             path = Path(name).parent / path
         try:

@@ -283,7 +283,7 @@ class Engine:
     def set_draining(self, pool: str | None, draining: bool) -> list[str]:
         names = [p.name for p in self.config.pools if pool is None or p.name == pool]
         if not names:
-            raise ConfigError([f"no pool named {pool!r}"])
+            raise LookupError(f"no pool named {pool!r}")
         with self.lock:
             for name in names:
                 self.memory = planner.set_draining(self.memory, name, draining)
