@@ -32,7 +32,7 @@ class ArtifactServer:
         self._dir = tempfile.TemporaryDirectory(prefix="agentpool-artifacts-")
         for name, image in images.items():
             with (Path(self._dir.name) / f"{name}.tar").open("wb") as out:
-                for chunk in client.images.get(image).save():
+                for chunk in client.images.get(image).save(named=True):
                     out.write(chunk)
         handler = functools.partial(_QuietHandler, directory=self._dir.name)
         self._server = http.server.ThreadingHTTPServer(("0.0.0.0", 0), handler)

@@ -1,27 +1,16 @@
-"""Job definitions (config.xml) for the controller: freestyle and scripted-Pipeline jobs that run a
-shell script on an agent matching a label expression. Shared by the demo, tests and benchmarks."""
+"""Jobs that run a shell script on an agent matching a label expression, for the demo, the tests
+and the benchmarks: thin wrappers over the controller's config.xml builders with no quiet period
+(Jenkins' default of 5 s only slows a test down)."""
 
 from __future__ import annotations
 
-from xml.sax.saxutils import escape
+from agentpool.testing.jenkins import freestyle_config, pipeline_config
 
 
-def freestyle_xml(label: str, script: str, quiet_period: int = 0) -> str:
-    return (
-        "<?xml version='1.1' encoding='UTF-8'?>\n<project><description/>"
-        "<keepDependencies>false</keepDependencies><properties/><scm class='hudson.scm.NullSCM'/>"
-        f"<assignedNode>{escape(label)}</assignedNode><canRoam>false</canRoam><disabled>false</disabled>"
-        f"<quietPeriod>{quiet_period}</quietPeriod><triggers/><concurrentBuild>false</concurrentBuild>"
-        f"<builders><hudson.tasks.Shell><command>{escape(script)}</command></hudson.tasks.Shell></builders>"
-        "<publishers/><buildWrappers/></project>"
-    )
+def freestyle_xml(label: str, script: str) -> str:
+    return freestyle_config(label, script, quiet_period=0)
 
 
 def pipeline_xml(label: str, script: str) -> str:
-    body = f"node('{label}') {{\n  sh '''{script}'''\n}}\n"
-    return (
-        "<?xml version='1.1' encoding='UTF-8'?>\n<flow-definition plugin='workflow-job'><description/>"
-        "<definition class='org.jenkinsci.plugins.workflow.cps.CpsFlowDefinition' plugin='workflow-cps'>"
-        f"<script>{escape(body)}</script><sandbox>true</sandbox></definition><disabled>false</disabled>"
-        "</flow-definition>"
-    )
+    body = script.replace("\\", "\\\\").replace("'''", "\\'\\'\\'")
+    return pipeline_config(f"node('{label}') {{\n  sh '''{body}'''\n}}\n", quiet_period=0)

@@ -170,6 +170,20 @@ def drive(
         time.sleep(interval)
 
 
+def build_info(client: jenkins.Jenkins, job: str, number: int = 1) -> dict[str, Any] | None:
+    """The build's info once it has a result; None while it is queued or running."""
+    try:
+        info: dict[str, Any] = client.get_build_info(job, number)
+    except jenkins.JenkinsException:  # python-jenkins' answer for a build that does not exist yet
+        return None
+    return info if info.get("result") else None
+
+
+def result(client: jenkins.Jenkins, job: str, number: int = 1) -> str | None:
+    info = build_info(client, job, number)
+    return str(info["result"]) if info else None
+
+
 def leftovers(
     client: docker.DockerClient, jenkins_client: jenkins.Jenkins, instance: str
 ) -> dict[str, list[str]]:

@@ -9,18 +9,11 @@ import pytest
 from agentpool.daemon import Engine
 from agentpool.testing.artifacts import ArtifactServer
 from agentpool.testing.jenkins import Controller
+from agentpool.testing.jobs import freestyle_xml, pipeline_xml
 
-from .conftest import ConfigFactory, docker_script, drive, freestyle_xml, leftovers, pipeline_xml
+from .conftest import ConfigFactory, build_info, docker_script, drive, leftovers, result
 
 pytestmark = [pytest.mark.docker, pytest.mark.usefixtures("cleanup")]
-
-
-def build_finished(client: jenkins.Jenkins, job: str, number: int = 1) -> dict | None:
-    try:
-        info = client.get_build_info(job, number)
-    except jenkins.NotFoundException:
-        return None
-    return info if info.get("result") else None
 
 
 def test_freestyle_and_pipeline_builds_get_agents_run_docker_and_leave_nothing(
@@ -41,12 +34,12 @@ def test_freestyle_and_pipeline_builds_get_agents_run_docker_and_leave_nothing(
 
     drive(
         engine,
-        lambda: build_finished(jenkins_client, "free") and build_finished(jenkins_client, "pipe"),
+        lambda: build_info(jenkins_client, "free") and build_info(jenkins_client, "pipe"),
         "both builds to finish",
         timeout=180,
     )
     for job, message in (("free", "hello-free"), ("pipe", "hello-pipe")):
-        info = build_finished(jenkins_client, job)
+        info = build_info(jenkins_client, job)
         console = jenkins_client.get_build_console_output(job, 1)
         assert info is not None and info["result"] == "SUCCESS", console
         assert message in console
@@ -80,8 +73,8 @@ def test_no_over_provisioning_with_ten_items_and_max_three(
             seen.add(c.name)
         running = docker_client.containers.list(all=True, filters={"label": label})
         assert len(running) <= 3, [c.name for c in running]
-        return all(build_finished(jenkins_client, f"j{i}") for i in range(10))
+        return all(build_info(jenkins_client, f"j{i}") for i in range(10))
 
     drive(engine, all_done, "ten builds on three agents", timeout=240)
     assert len(seen) == 3, seen
-    assert all(build_finished(jenkins_client, f"j{i}")["result"] == "SUCCESS" for i in range(10))
+    assert [result(jenkins_client, f"j{i}") for i in range(10)] == ["SUCCESS"] * 10

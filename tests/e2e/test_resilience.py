@@ -23,17 +23,10 @@ from agentpool.testing.artifacts import ArtifactServer
 from agentpool.testing.jenkins import Controller
 from agentpool.testing.jobs import freestyle_xml
 
-from .conftest import BUSYBOX, REPO, ConfigFactory, docker_script, drive, leftovers, wait_for
+from .conftest import BUSYBOX, REPO, ConfigFactory, docker_script, drive, leftovers, result, wait_for
 
 pytestmark = [pytest.mark.docker, pytest.mark.usefixtures("cleanup")]
-NOTHING = {"containers": [], "volumes": [], "nodes": []}
-
-
-def result(client: jenkins.Jenkins, job: str, number: int = 1) -> str | None:
-    try:
-        return client.get_build_info(job, number).get("result")  # type: ignore[no-any-return]
-    except jenkins.NotFoundException:
-        return None
+NOTHING: dict[str, list[str]] = {"containers": [], "volumes": [], "nodes": []}
 
 
 @pytest.fixture

@@ -19,16 +19,9 @@ import requests
 from agentpool.testing.jenkins import Controller
 from agentpool.testing.jobs import freestyle_xml
 
-from .conftest import REPO, ConfigFactory, free_port, leftovers, run_cli, wait_for
+from .conftest import REPO, ConfigFactory, free_port, leftovers, result, run_cli, wait_for
 
 pytestmark = [pytest.mark.docker, pytest.mark.usefixtures("cleanup")]
-
-
-def result(client: jenkins.Jenkins, job: str, number: int = 1) -> str | None:
-    try:
-        return client.get_build_info(job, number).get("result")  # type: ignore[no-any-return]
-    except jenkins.NotFoundException:
-        return None
 
 
 def metric(text: str, name: str, **labels: str) -> float:
