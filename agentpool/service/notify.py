@@ -65,6 +65,9 @@ class Notifier:
             return False
         try:
             with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC) as sock:
+                # A reader that stops reading fills the socket's queue (10 datagrams by default);
+                # the daemon's pass must not wait on it: the message is dropped instead.
+                sock.setblocking(False)
                 sock.sendto(message.encode(), self._address)
         except OSError as exc:
             if not self._warned:

@@ -183,15 +183,15 @@ def test_orphans_are_removed_after_two_passes_and_the_grace_period(
     docker_client: docker.DockerClient,
     instance: str,
 ) -> None:
-    engine = Engine(make_config())
-    orphan = f"{instance}-dind-0rphan"
+    engine = Engine(make_config(launch_timeout="20s"))
+    orphan = f"{instance}-dind-0bad01"
     labels = {LABEL_INSTANCE: instance, LABEL_POOL: "dind", LABEL_AGENT: orphan}
     docker_client.containers.run(BUSYBOX, ["sleep", "3600"], name=orphan, labels=labels, detach=True)
     docker_client.volumes.create(
-        f"{instance}-dind-l0nely-docker", labels={**labels, LABEL_AGENT: f"{instance}-dind-l0nely"}
+        f"{instance}-dind-0bad02-docker", labels={**labels, LABEL_AGENT: f"{instance}-dind-0bad02"}
     )
     jenkins_client.create_node(
-        f"{instance}-dind-n0cntr",
+        f"{instance}-dind-0bad03",
         numExecutors=1,
         labels="docker linux",
         exclusive=True,
@@ -205,7 +205,7 @@ def test_orphans_are_removed_after_two_passes_and_the_grace_period(
         engine,
         lambda: leftovers(docker_client, jenkins_client, instance) == NOTHING,
         "orphans to be removed",
-        timeout=engine.config.pools[0].launch_timeout + 60,
+        timeout=120,  # the grace period is max(60 s, launch_timeout)
     )
 
 

@@ -95,7 +95,7 @@ def test_daemon_notifies_serves_metrics_reloads_and_drains_without_killing_a_bui
 
         # drain while the build runs: it finishes, then the agent goes
         drained = run_cli("drain", "--config", str(config_path), "--pool", "dind", timeout=120)
-        assert drained.returncode == 0, drained.stderr
+        assert drained.returncode == 0, drained.stderr + log_path.read_text()
         assert result(jenkins_client, "long") == "SUCCESS"
         assert "finished-ok" in jenkins_client.get_build_console_output("long", 1)
         assert leftovers(docker_client, jenkins_client, instance)["containers"] == []

@@ -84,3 +84,20 @@ def test_unreachable_socket_is_reported_not_raised(tmp_path: Path, caplog: pytes
     assert notifier.send("READY=1") is False
     assert notifier.send("WATCHDOG=1") is False
     assert len([r for r in caplog.records if "cannot notify systemd" in r.getMessage()]) == 1
+
+
+def test_a_reader_that_stops_reading_does_not_block_the_daemon(tmp_path: Path) -> None:
+    import time
+
+    path = tmp_path / "full.sock"
+    reader = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    reader.bind(str(path))
+    try:
+        notifier = Notifier({"NOTIFY_SOCKET": str(path)})
+        started = time.monotonic()
+        for i in range(40):  # far more than the queue holds
+            notifier.status(f"pass {i}")
+        assert time.monotonic() - started < 5
+        assert reader.recv(100) == b"STATUS=pass 0"
+    finally:
+        reader.close()
