@@ -345,7 +345,7 @@ class Server:
                 response.headers["WWW-Authenticate"] = 'Basic realm="Jenkins"'
                 return response
             who, by_password = user, not token_ok
-        elif self.faults._rejecting():
+        elif self.faults._rejecting() and not request.path.startswith(UNPROTECTED):
             response = _error(401, "Unauthorized")
             response.headers["WWW-Authenticate"] = 'Basic realm="Jenkins"'
             return response
