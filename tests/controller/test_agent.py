@@ -278,5 +278,8 @@ def test_deleting_a_connected_node_disconnects_its_agent(
     server.disable_node("agent-1", "going away")
     info = server.get_node_info("agent-1")
     assert info["temporarilyOffline"] is True and info["offlineCauseReason"] == "going away"
+    server.enable_node("agent-1")
+    info = server.get_node_info("agent-1")
+    assert info["temporarilyOffline"] is False and info["offline"] is False
     server.delete_node("agent-1")
     assert agent.wait(timeout=30) != 0

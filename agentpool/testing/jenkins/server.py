@@ -169,9 +169,15 @@ class LocalChannel:
                 stderr=asyncio.subprocess.STDOUT,
             )
             assert proc.stdout is not None
-            while chunk := await proc.stdout.read(4096):
-                sink.output(chunk.decode(errors="replace"))
-            return await proc.wait()
+            try:
+                while chunk := await proc.stdout.read(4096):
+                    sink.output(chunk.decode(errors="replace"))
+                return await proc.wait()
+            except asyncio.CancelledError:
+                with contextlib.suppress(ProcessLookupError):
+                    proc.kill()
+                await proc.wait()
+                raise
         finally:
             Path(f.name).unlink(missing_ok=True)
 
