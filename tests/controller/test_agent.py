@@ -211,8 +211,23 @@ stage('Build') {
 }
 node("linux") { sh "echo second block" }
 """
+    marker = tmp_path / "release"
+    script = script.replace("second block", f"second block; while [ ! -e {marker} ]; do sleep 0.1; done")
     server.create_job("p", pipeline_config(script))
     server.build_job("p")
+
+    def executor() -> object:
+        return server.get_node_info("agent-1", depth=1)["executors"][0]["currentExecutable"]
+
+    wait_until(
+        lambda: executor() is not None and "second block" in controller.console("p", 1), what="block 2"
+    )
+    assert executor() == {
+        "_class": "org.jenkinsci.plugins.workflow.support.steps."
+        "ExecutorStepExecution$PlaceholderTask$PlaceholderExecutable",
+        "url": controller.url + "job/p/1/",
+    }
+    marker.touch()
     assert controller.wait_for_build("p", 1, timeout=60) == "SUCCESS"
     console = server.get_build_console_output("p", 1)
     assert "stage Build on agent-1" in console and "second block" in console
