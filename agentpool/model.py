@@ -1,0 +1,261 @@
+"""Plain data passed between the layers: what was observed, what the planner remembers, what to do.
+
+Adapters turn Jenkins and Docker answers into these values; the planner reads them and
+returns actions; the executor performs the actions. Nothing here does I/O, so every layer
+can be tested with values built by hand.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+# Labels put on every container and volume agentpool creates: who owns it and what it is.
+LABEL_INSTANCE = "agentpool.instance"
+LABEL_POOL = "agentpool.pool"
+LABEL_AGENT = "agentpool.agent"
+# On volumes of `docker_volume: reuse` pools: "true" while no agent holds the volume.
+LABEL_FREE = "agentpool.free"
+
+
+class ItemKind(StrEnum):
+    """The queue item's state, from its ``_class``."""
+
+    WAITING = "waiting"  # quiet period
+    BLOCKED = "blocked"
+    BUILDABLE = "buildable"
+    PENDING = "pending"  # handed to an executor, not yet started
+
+
+@dataclass(frozen=True, slots=True)
+class QueueItem:
+    """A queued build as Jenkins exports it, with the label recovered from what is exported."""
+
+    id: int
+    kind: ItemKind
+    task_name: str
+    why: str
+    in_queue_since: float  # epoch seconds
+    # The label expression (Jenkins-normalised), "" when the item needs no label. None when
+    # it cannot be known: Jenkins hides it while no agent node exists (see jenkins-api.md).
+    label: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class Executor:
+    idle: bool
+    build_url: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Node:
+    """A Jenkins agent node (the built-in node is never reported)."""
+
+    name: str
+    labels: frozenset[str]  # as Jenkins exports them: includes the node's own name
+    offline: bool  # not connected, or temporarily offline
+    temporarily_offline: bool
+    offline_reason: str
+    executors: tuple[Executor, ...]
+
+    @property
+    def busy(self) -> bool:
+        return any(not e.idle for e in self.executors)
+
+    @property
+    def idle_executors(self) -> int:
+        if self.offline:
+            return 0
+        return sum(1 for e in self.executors if e.idle)
+
+
+class ContainerState(StrEnum):
+    CREATED = "created"
+    RUNNING = "running"
+    RESTARTING = "restarting"
+    PAUSED = "paused"
+    EXITED = "exited"
+    DEAD = "dead"
+    REMOVING = "removing"
+
+
+@dataclass(frozen=True, slots=True)
+class Container:
+    """An agent container of this instance on one Docker host."""
+
+    host: str
+    id: str
+    name: str
+    agent: str
+    pool: str
+    state: ContainerState
+    created: float  # epoch seconds
+
+
+@dataclass(frozen=True, slots=True)
+class Volume:
+    """A per-agent docker volume (mounted at the agent's /var/lib/docker) of this instance."""
+
+    host: str
+    name: str
+    pool: str
+    agent: str  # the agent that holds it, or held it last (reuse pools)
+    free: bool  # reuse pools: released by a cleanly reaped agent, may be leased again
+    created: float
+    last_used: float  # when it was last released (reuse pools), else created
+
+
+@dataclass(frozen=True, slots=True)
+class HostView:
+    """What one Docker host showed this pass; ``reachable`` False means nothing is known."""
+
+    name: str
+    reachable: bool
+    containers: tuple[Container, ...] = ()
+    volumes: tuple[Volume, ...] = ()
+    error: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Observed:
+    """Everything one pass saw. ``queue``/``nodes`` are None when Jenkins could not be read."""
+
+    queue: tuple[QueueItem, ...] | None
+    nodes: tuple[Node, ...] | None
+    hosts: tuple[HostView, ...]
+    jenkins_error: str = ""
+
+
+class AgentState(StrEnum):
+    STARTING = "starting"
+    ONLINE_IDLE = "online-idle"
+    BUSY = "busy"
+    DRAINING = "draining"
+
+
+@dataclass(slots=True)
+class AgentMemory:
+    """What agentpool remembers about one of its agents between passes (not exported by Jenkins)."""
+
+    name: str
+    pool: str
+    host: str
+    launched_at: float
+    online_at: float | None = None
+    idle_since: float | None = None
+    builds_started: int = 0  # one-shot pools: an agent that started a build never takes another
+    volume: str = ""
+    # when a node that had been online was last seen disconnected (None while connected)
+    offline_since: float | None = None
+
+
+@dataclass(slots=True)
+class PoolMemory:
+    consecutive_failures: int = 0
+    backoff_until: float = 0.0
+    draining: bool = False
+
+
+@dataclass(slots=True)
+class Memory:
+    """The planner's state carried from pass to pass; rebuilt from observation after a restart."""
+
+    agents: dict[str, AgentMemory] = field(default_factory=dict)
+    pools: dict[str, PoolMemory] = field(default_factory=dict)
+    # resource key ("node:NAME", "container:HOST/ID", "volume:HOST/NAME") -> first pass seen orphaned
+    orphan_seen: dict[str, float] = field(default_factory=dict)
+    # queue item id -> epoch seconds first seen waiting (for the queued → online histogram)
+    item_first_seen: dict[int, float] = field(default_factory=dict)
+
+
+class Reason(StrEnum):
+    """Why an action is taken; also the value of the metrics' ``reason`` label."""
+
+    DEMAND = "demand"
+    MIN_IDLE = "min-idle"
+    IDLE_TIMEOUT = "idle-timeout"
+    ONE_SHOT_DONE = "one-shot-done"
+    ONE_SHOT_BUSY = "one-shot-busy"  # a one-shot agent started its build: take no other
+    DRAIN = "drain"
+    LAUNCH_TIMEOUT = "launch-timeout"
+    LOST = "lost"
+    ORPHAN = "orphan"
+    BUSY_AGAIN = "busy-again"
+    EXCESS_FREE_VOLUME = "excess-free-volume"
+
+
+@dataclass(frozen=True, slots=True)
+class Provision:
+    """Create a node, read its secret, create or lease the volume, start the container."""
+
+    pool: str
+    host: str
+    agent: str
+    reason: Reason
+    detail: str
+    lease_volume: str | None = None  # reuse pools: a free volume to take instead of a new one
+
+
+@dataclass(frozen=True, slots=True)
+class Reap:
+    """Remove an agent: node, container, and its volume (or release it, for reuse pools).
+
+    With ``check_idle`` the executor first takes the node temporarily offline, re-reads its
+    executors and only goes on when they are still idle (else brings it back online).
+    """
+
+    agent: str
+    pool: str
+    host: str
+    reason: Reason
+    detail: str
+    check_idle: bool = True
+    keep_volume: bool = False
+    count_launch_failure: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Cordon:
+    """Take an agent's node temporarily offline (unless it already is) and leave it running.
+
+    A one-shot agent gets this as soon as it is seen busy, so Jenkins never hands it a
+    second build; it is reaped (``Reap``, ``ONE_SHOT_DONE``) once its build has ended.
+    """
+
+    agent: str
+    pool: str
+    host: str
+    reason: Reason
+    detail: str
+
+
+@dataclass(frozen=True, slots=True)
+class RemoveOrphan:
+    """Remove one leftover resource of this instance that has no counterpart."""
+
+    kind: str  # "node" | "container" | "volume"
+    host: str  # "" for nodes
+    name: str  # node name, container id, or volume name
+    reason: Reason
+    detail: str
+
+
+@dataclass(frozen=True, slots=True)
+class Unserved:
+    """A waiting item agentpool will not serve this pass, and why (for `status` and logs)."""
+
+    item_id: int
+    task_name: str
+    label: str | None
+    why: str  # "no pool matches", "cap reached", "backoff", "draining", "label unknown"
+
+
+Action = Provision | Reap | Cordon | RemoveOrphan
+
+
+@dataclass(frozen=True, slots=True)
+class Plan:
+    actions: tuple[Action, ...]
+    unserved: tuple[Unserved, ...] = ()
+    # waiting items per label expression this pass (metrics)
+    demand: dict[str, int] = field(default_factory=dict)

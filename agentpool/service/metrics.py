@@ -1,0 +1,147 @@
+"""Prometheus metrics of the daemon, in a registry of its own.
+
+What an operator alerts on and graphs: how many agents each pool has in which state, how
+many items wait for which label, how long a build waits from queued to its agent being
+online, how long a pass takes, and counts of provisions, launch failures, reaps (by reason)
+and API errors (by system and kind). The daemon reports through explicit methods, so it
+never touches prometheus_client itself. The registry is not the process-global one: two
+instances (two tests, or a daemon and a test) never share numbers.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterable, Iterator, Mapping
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.exposition import generate_latest
+from prometheus_client.registry import Collector
+
+from agentpool.model import AgentState
+
+SYSTEMS = ("jenkins", "docker")
+
+ONLINE_BUCKETS = (1.0, 2.0, 5.0, 10.0, 15.0, 20.0, 30.0, 45.0, 60.0, 90.0, 120.0, 180.0, 300.0, 600.0)
+PASS_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+
+
+class _Snapshots(Collector):
+    """Gauges replaced whole each pass: a scrape sees one pass's numbers, never a mix."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.agents: dict[tuple[str, str], int] = {}
+        self.waiting: dict[str, int] = {}
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        with self._lock:
+            agents, waiting = dict(self.agents), dict(self.waiting)
+        family = GaugeMetricFamily(
+            "agentpool_agents", "Agents of this instance by pool and state", labels=["pool", "state"]
+        )
+        for (pool, state), count in sorted(agents.items()):
+            family.add_metric([pool, state], count)
+        yield family
+        family = GaugeMetricFamily(
+            "agentpool_waiting_items", "Buildable queue items waiting, by label expression", labels=["label"]
+        )
+        for label, count in sorted(waiting.items()):
+            family.add_metric([label], count)
+        yield family
+
+
+class Metrics:
+    """The daemon's metrics; ``registry`` is what ``/metrics`` serves."""
+
+    def __init__(self, pools: Iterable[str] = ()) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        self._snapshots = _Snapshots()
+        self.registry.register(self._snapshots)
+        r = self.registry
+        self._online = Histogram(
+            "agentpool_queued_to_online_seconds",
+            "Seconds from a build item entering the queue to the agent provisioned for it being online",
+            ["pool"],
+            buckets=ONLINE_BUCKETS,
+            registry=r,
+        )
+        self._pass = Histogram(
+            "agentpool_pass_duration_seconds",
+            "Seconds one reconcile pass took (observe, plan, act)",
+            buckets=PASS_BUCKETS,
+            registry=r,
+        )
+        self._launch_failures = Counter(
+            "agentpool_launch_failures", "Agents that failed to come online or to start", ["pool"], registry=r
+        )
+        self._api_errors = Counter(
+            "agentpool_api_errors",
+            "Failed calls to Jenkins or a Docker engine",
+            ["system", "kind"],
+            registry=r,
+        )
+        self._reaped = Counter(
+            "agentpool_reaped", "Agents removed, by reason", ["pool", "reason"], registry=r
+        )
+        self._provisioned = Counter("agentpool_provisioned", "Agents provisioned", ["pool"], registry=r)
+        self._last_success = Gauge(
+            "agentpool_last_successful_pass_timestamp_seconds",
+            "Unix time of the end of the last pass that read Jenkins and every engine",
+            registry=r,
+        )
+        self._declared: tuple[str, ...] = ()
+        self.declare_pools(pools)
+
+    def declare_pools(self, pools: Iterable[str]) -> None:
+        """The configured pools (again after a reload): they export zeros before their first event."""
+        self._declared = tuple(pools)
+        for pool in self._declared:
+            self._launch_failures.labels(pool=pool)
+            self._provisioned.labels(pool=pool)
+        with self._snapshots._lock:
+            self._snapshots.agents = {**self._zeros(), **self._snapshots.agents}
+
+    def _zeros(self) -> dict[tuple[str, str], int]:
+        return {(pool, state.value): 0 for pool in self._declared for state in AgentState}
+
+    def set_agents(self, counts: Mapping[tuple[str, str], int]) -> None:
+        """Agents per ``(pool, state)`` this pass; missing combinations of declared pools read 0."""
+        fresh = self._zeros()
+        fresh.update({(pool, str(state)): int(n) for (pool, state), n in counts.items()})
+        with self._snapshots._lock:
+            self._snapshots.agents = fresh
+
+    def set_waiting(self, counts: Mapping[str, int]) -> None:
+        """Waiting items per label expression this pass ("" for unlabelled items)."""
+        with self._snapshots._lock:
+            self._snapshots.waiting = {label: int(n) for label, n in counts.items()}
+
+    def observe_online(self, pool: str, seconds: float) -> None:
+        # Queue times come from Jenkins' clock: a skew may make the difference negative.
+        self._online.labels(pool=pool).observe(max(0.0, seconds))
+
+    def observe_pass(self, seconds: float) -> None:
+        self._pass.observe(max(0.0, seconds))
+
+    def pass_succeeded(self, when: float) -> None:
+        self._last_success.set(when)
+
+    def launch_failed(self, pool: str) -> None:
+        self._launch_failures.labels(pool=pool).inc()
+
+    def api_error(self, system: str, kind: str) -> None:
+        """``system`` is ``jenkins`` or ``docker``; ``kind`` a short class such as ``timeout``, ``401``."""
+        if system not in SYSTEMS:
+            raise ValueError(f"unknown system {system!r} for api_error: expected one of {', '.join(SYSTEMS)}")
+        self._api_errors.labels(system=system, kind=kind).inc()
+
+    def reaped(self, pool: str, reason: str) -> None:
+        self._reaped.labels(pool=pool, reason=str(reason)).inc()
+
+    def provisioned(self, pool: str) -> None:
+        self._provisioned.labels(pool=pool).inc()
+
+    def exposition(self) -> bytes:
+        """The text format ``/metrics`` answers with."""
+        return generate_latest(self.registry)
