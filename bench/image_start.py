@@ -92,6 +92,7 @@ def bench_engine(runs: int) -> dict[str, str]:
 def bench_agent(runs: int) -> dict[str, str]:
     """Start → agent connected, against the project's controller on the host."""
     import jenkins  # type: ignore[import-untyped]
+
     from agentpool.testing.jenkins import Controller
 
     samples: list[float] = []
