@@ -51,3 +51,13 @@ def test_built_in_node_executors_run_unlabelled_builds() -> None:
         console = server.get_build_console_output("local", 1)
         assert "Building on the built-in node in workspace" in console
         assert "on built-in\n" in console
+
+
+def test_root_url_can_name_the_bound_port_or_be_set_later() -> None:
+    with Controller(listen="127.0.0.1:0", token="t", url="http://172.17.0.1:{port}") as ctl:
+        assert ctl.url == f"http://172.17.0.1:{ctl.port}/"
+        ctl.url = "http://jenkins.example:8080"
+        assert ctl.url == "http://jenkins.example:8080/"
+        local = jenkins.Jenkins(f"http://127.0.0.1:{ctl.port}/", username="admin", password="t")
+        local.create_job("app", freestyle_config(None))
+        assert local.get_job_info("app")["url"] == "http://jenkins.example:8080/job/app/"
