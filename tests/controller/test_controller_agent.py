@@ -298,3 +298,26 @@ def test_deleting_a_connected_node_disconnects_its_agent(
     assert info["temporarilyOffline"] is False and info["offline"] is False
     server.delete_node("agent-1")
     assert agent.wait(timeout=30) != 0
+
+
+def test_stopping_a_build_kills_its_step_on_the_agent(
+    server: jenkins.Jenkins, controller: Controller, launch: Launch, tmp_path: Path
+) -> None:
+    add_node(server, "agent-1", "docker", tmp_path / "agent-1")
+    agent = launch("agent-1")
+    wait_until(online(server, "agent-1"), what="agent-1 to come online")
+    proof = tmp_path / "still-running"
+    server.create_job("long", freestyle_config("docker", f"echo started\nsleep 5\ntouch {proof}"))
+    server.build_job("long")
+    wait_until(
+        lambda: (
+            "+ sleep 5" in controller.console("long", 1) if server.get_job_info("long")["builds"] else False
+        )
+    )
+    server.stop_build("long", 1)
+    assert controller.wait_for_build("long", 1, timeout=30) == "ABORTED"
+    assert "Aborted by admin\n" in server.get_build_console_output("long", 1)
+    assert server.get_node_info("agent-1", depth=1)["executors"][0]["idle"] is True
+    time.sleep(6)
+    assert not proof.exists()
+    assert agent.poll() is None

@@ -746,6 +746,12 @@ class Jenkins:
         finally:
             self._release(computer, slot)
 
+    def stop_build(self, build: Build, user: str) -> None:
+        """``Run.doStop``: abort a running build (its steps are killed on the agent)."""
+        if build.result is None and build.task is not None and not build.task.done():
+            build.log(f"Aborted by {user}\n")
+            build.task.cancel()
+
     async def shutdown(self) -> None:
         builds = [b for job in self.jobs.values() for b in job.builds.values()]
         tasks = [b.task for b in builds if b.task is not None and not b.task.done()]
