@@ -106,6 +106,8 @@ class Controller:
         self._ready.wait()
         if self._error is not None:
             self._thread.join()
+            self._thread = None
+            shutil.rmtree(self._workspace_root, ignore_errors=True)
             raise RuntimeError(f"controller failed to start: {self._error}") from self._error
         return self
 
