@@ -248,7 +248,7 @@ def test_unknown_name_is_refused_with_400(launch: Launch) -> None:
     proc = launch("ghost")
     out, _ = proc.communicate(timeout=60)
     assert proc.returncode != 0
-    assert "HTTP 400" in out
+    assert "HTTP 400" in out and "no such agent" in out
 
 
 def test_second_agent_with_the_same_name_is_refused(
