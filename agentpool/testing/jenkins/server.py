@@ -31,13 +31,13 @@ from xml.sax.saxutils import escape
 
 from aiohttp import WSMsgType, web
 
+from .beans import Exporter
 from .config import ConfigError, parse_job_config
 from .export import Bean, TreeSyntaxError, pruner_for, serialise
 from .model import (
     JNLP_LAUNCHER,
     ChannelClosedError,
     Computer,
-    Exporter,
     Failure,
     Jenkins,
     StepRequest,
