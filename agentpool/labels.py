@@ -9,7 +9,6 @@ to the left; parentheses written by the user are kept when the expression is pri
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 from enum import IntEnum
@@ -41,7 +40,12 @@ _OPERATOR_TEXT = {
 # Characters that end an unquoted atom (Jenkins' lexer); '-' and '<' only when they
 # start an operator.
 _ATOM_STOP = set('&|!()"') | set(" \t\r\n")
-_NEEDS_QUOTES = re.compile(r"[&|!()<>=\"\s]|->")
+# ``LabelAtom.needsEscape``: what ``Jenkins.checkGoodName`` refuses, plus blanks and parentheses.
+_UNSAFE_IN_NAMES = set("?*/\\%!@#$^&|<>[]:;")
+_ESCAPED_TOO = set(" ()\t\n")
+# ``QuotedStringTokenizer.unquote``: the escapes a quoted atom may use.
+_UNQUOTE_ESCAPES = {"n": "\n", "r": "\r", "t": "\t", "f": "\f", "b": "\b"}
+_QUOTE_ESCAPES = {'"': '\\"', "\\": "\\\\", "\n": "\\n", "\r": "\\r", "\t": "\\t", "\f": "\\f", "\b": "\\b"}
 
 
 class Expr:
@@ -137,12 +141,25 @@ def _paren(op: Precedence, expr: Expr) -> str:
     return f"({expr})" if op < expr.precedence else str(expr)
 
 
+def needs_escape(name: str) -> bool:
+    """``LabelAtom.needsEscape``: not a good Jenkins name, or holds blanks or parentheses."""
+    if not name or name.strip() in (".", ".."):
+        return True
+    return any(
+        ch in _UNSAFE_IN_NAMES or ch in _ESCAPED_TOO or ord(ch) < 0x20 or 0x7F <= ord(ch) <= 0x9F
+        for ch in name
+    )
+
+
 def quote_atom(name: str) -> str:
-    """Print an atom as Jenkins' ``LabelAtom.escape`` does: quoted when it must be."""
-    if name and not _NEEDS_QUOTES.search(name):
+    """Print an atom as Jenkins' ``LabelAtom.escape`` does (``QuotedStringTokenizer.quote``).
+
+    Jenkins only quotes what ``needs_escape`` flags: ``a=b`` or ``a"b`` stay bare, ``jdk:11``
+    and ``x y`` get quotes.
+    """
+    if not needs_escape(name):
         return name
-    escaped = name.replace("\\", "\\\\").replace('"', '\\"')
-    return f'"{escaped}"'
+    return '"' + "".join(_QUOTE_ESCAPES.get(ch, ch) for ch in name) + '"'
 
 
 def _tokenize(text: str) -> list[str]:
@@ -169,7 +186,16 @@ def _tokenize(text: str) -> list[str]:
             while j < n and text[j] != '"':
                 if text[j] == "\\" and j + 1 < n:
                     j += 1
-                buf.append(text[j])
+                    if text[j] == "u" and j + 4 < n:
+                        digits = text[j + 1 : j + 5]
+                        if not all(c in "0123456789abcdefABCDEF" for c in digits):
+                            raise LabelSyntaxError(f"bad \\u escape {digits!r} in {text!r}")
+                        buf.append(chr(int(digits, 16)))
+                        j += 5
+                        continue
+                    buf.append(_UNQUOTE_ESCAPES.get(text[j], text[j]))
+                else:
+                    buf.append(text[j])
                 j += 1
             if j >= n:
                 raise LabelSyntaxError(f"unterminated quoted label in {text!r}")

@@ -63,3 +63,20 @@ def test_atoms_lists_every_label() -> None:
 def test_malformed_expressions_are_refused(bad: str) -> None:
     with pytest.raises(LabelSyntaxError):
         parse(bad)
+
+
+@pytest.mark.parametrize(
+    ("expr", "printed"),
+    [
+        # LabelAtom.escape quotes only what LabelAtom.needsEscape flags (checkGoodName + blanks/parens)
+        ('"jdk:11"', '"jdk:11"'),
+        ('"a/b"', '"a/b"'),
+        ('"x(y)"', '"x(y)"'),
+        ("a=b", "a=b"),
+        ('"a\\\\b"', '"a\\\\b"'),
+        ('"tab\\there"', '"tab\\there"'),
+        ('"."', '"."'),
+    ],
+)
+def test_atoms_are_quoted_exactly_when_jenkins_quotes_them(expr: str, printed: str) -> None:
+    assert normalise(expr) == printed

@@ -18,7 +18,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--listen", default="127.0.0.1:8080", help="HOST:PORT to bind (port 0: any free)")
     parser.add_argument("--user", default="admin", help="the one user (default admin)")
     parser.add_argument("--token", required=True, help="that user's API token")
-    parser.add_argument("--url", default=None, help="root URL the controller calls itself")
+    parser.add_argument(
+        "--url", default=None, help="root URL the controller calls itself ({port}: the bound port)"
+    )
     parser.add_argument("--builtin-executors", type=int, default=0, help="executors on the built-in node")
     parser.add_argument("--quiet-period", type=int, default=5, help="global quiet period in seconds")
     parser.add_argument("-v", "--verbose", action="store_true")

@@ -208,6 +208,9 @@ class _PipelineParser:
             body.append(self.statement())
 
     def statement(self) -> Statement:
+        token = self.peek()
+        if token is not None and token[0] != "ident":
+            raise PipelineSyntaxError(f"unexpected {token[1]!r}: expected node, stage, sh or echo")
         word = self.take("ident")
         if word == "node":
             label = self.string_arg(optional=True)

@@ -91,6 +91,11 @@ class Controller:
         """The root URL with a trailing slash (what the controller calls itself)."""
         return self.jenkins.root_url
 
+    @url.setter
+    def url(self, value: str) -> None:
+        """Change the root URL while serving (e.g. once the port picked for port 0 is known)."""
+        self.jenkins.root_url = value if value.endswith("/") else value + "/"
+
     # --- life cycle ----------------------------------------------------------------
 
     def start(self) -> Controller:
@@ -101,6 +106,8 @@ class Controller:
         self._ready.wait()
         if self._error is not None:
             self._thread.join()
+            self._thread = None
+            shutil.rmtree(self._workspace_root, ignore_errors=True)
             raise RuntimeError(f"controller failed to start: {self._error}") from self._error
         return self
 
@@ -135,7 +142,7 @@ class Controller:
         shown = "127.0.0.1" if self.host in ("0.0.0.0", "") else self.host
         if ":" in shown:
             shown = f"[{shown}]"
-        url = self._url or f"http://{shown}:{self.port}/"
+        url = (self._url or "http://{host}:{port}/").format(host=shown, port=self.port)
         self.jenkins.root_url = url if url.endswith("/") else url + "/"
         self._scheduler = asyncio.get_running_loop().create_task(self._schedule(wake))
 

@@ -31,13 +31,13 @@ from xml.sax.saxutils import escape
 
 from aiohttp import WSMsgType, web
 
+from .beans import Exporter
 from .config import ConfigError, parse_job_config
 from .export import Bean, TreeSyntaxError, pruner_for, serialise
 from .model import (
     JNLP_LAUNCHER,
     ChannelClosedError,
     Computer,
-    Exporter,
     Failure,
     Jenkins,
     StepRequest,
@@ -125,6 +125,10 @@ class AgentChannel:
             return await future
         except (ConnectionError, RuntimeError):
             raise ChannelClosedError from None
+        except asyncio.CancelledError:
+            with contextlib.suppress(ConnectionError, RuntimeError):
+                await self.ws.send_str(json.dumps({"type": "kill", "id": step_id}))
+            raise
         finally:
             self._pending.pop(step_id, None)
 
@@ -169,9 +173,15 @@ class LocalChannel:
                 stderr=asyncio.subprocess.STDOUT,
             )
             assert proc.stdout is not None
-            while chunk := await proc.stdout.read(4096):
-                sink.output(chunk.decode(errors="replace"))
-            return await proc.wait()
+            try:
+                while chunk := await proc.stdout.read(4096):
+                    sink.output(chunk.decode(errors="replace"))
+                return await proc.wait()
+            except asyncio.CancelledError:
+                with contextlib.suppress(ProcessLookupError):
+                    proc.kill()
+                await proc.wait()
+                raise
         finally:
             Path(f.name).unlink(missing_ok=True)
 
@@ -291,6 +301,7 @@ class Server:
         get("/job/{name}/{number}/", self.build_page)
         get("/job/{name}/{number}/api/json", self.build_api)
         get("/job/{name}/{number}/consoleText", self.console_text)
+        post_only("/job/{name}/{number}/stop", self.stop_build)
         return app
 
     def count_key(self, request: web.Request) -> str:
@@ -319,6 +330,11 @@ class Server:
                 response.headers["Allow"] = ", ".join(sorted(exc.allowed_methods))
             except Failure as exc:
                 response = _failure(str(exc))
+            except web.HTTPException as exc:
+                response = _error(exc.status, exc.reason)
+            except Exception:  # answer like Jenkins' oops page, headers included
+                log.exception("error answering %s %s", request.method, request.path)
+                response = _error(500, "Server Error")
         if not response.prepared:
             response.headers["X-Jenkins"] = self.version
             response.headers["X-Hudson"] = "1.395"
@@ -345,7 +361,7 @@ class Server:
                 response.headers["WWW-Authenticate"] = 'Basic realm="Jenkins"'
                 return response
             who, by_password = user, not token_ok
-        elif self.faults._rejecting():
+        elif self.faults._rejecting() and not request.path.startswith(UNPROTECTED):
             response = _error(401, "Unauthorized")
             response.headers["WWW-Authenticate"] = 'Basic realm="Jenkins"'
             return response
@@ -740,6 +756,11 @@ class Server:
 
     async def build_api(self, request: web.Request) -> web.Response:
         return self.api(request, self.export.run(self._build(request)))
+
+    async def stop_build(self, request: web.Request) -> web.Response:
+        build = self._build(request)
+        self.j.stop_build(build, self._user(request))
+        return _redirect(request, f"/{build.url_path}")
 
     async def console_text(self, request: web.Request) -> web.Response:
         build = self._build(request)

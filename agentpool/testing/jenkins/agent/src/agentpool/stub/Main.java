@@ -53,6 +53,7 @@ public final class Main {
     private final String name;
     private final Path workDir;
     private final Set<Process> running = ConcurrentHashMap.newKeySet();
+    private final Map<String, Process> byId = new ConcurrentHashMap<>();
     private final CountDownLatch closed = new CountDownLatch(1);
     private volatile WebSocket socket;
     private volatile int exitCode = 1;
@@ -147,7 +148,10 @@ public final class Main {
             return 1;
         }
         System.err.println("INFO: Connected");
-        Runtime.getRuntime().addShutdownHook(new Thread(() -> running.forEach(Process::destroyForcibly)));
+        Runtime.getRuntime().addShutdownHook(new Thread(() -> running.forEach(p -> {
+            p.descendants().forEach(ProcessHandle::destroyForcibly);
+            p.destroyForcibly();
+        })));
         closed.await();
         return exitCode;
     }
@@ -192,6 +196,14 @@ public final class Main {
     }
 
     void handle(Map<?, ?> message) {
+        if ("kill".equals(message.get("type"))) {
+            Process process = byId.get(String.valueOf(message.get("id")));
+            if (process != null) {
+                process.descendants().forEach(ProcessHandle::destroyForcibly);
+                process.destroyForcibly();
+            }
+            return;
+        }
         if (!"exec".equals(message.get("type"))) {
             return;
         }
@@ -233,6 +245,7 @@ public final class Main {
                     "command", String.join(" ", command)));
             Process process = builder.start();
             running.add(process);
+            byId.put(id, process);
             try (Reader out = new InputStreamReader(process.getInputStream(), StandardCharsets.UTF_8)) {
                 char[] buf = new char[8192];
                 int n;
@@ -242,6 +255,7 @@ public final class Main {
             }
             code = process.waitFor();
             running.remove(process);
+            byId.remove(id);
         } catch (IOException | RuntimeException e) {
             send(Map.of("type", "output", "id", id, "data", "ERROR: " + e + "\n"));
         } catch (InterruptedException e) {

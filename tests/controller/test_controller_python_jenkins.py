@@ -307,7 +307,7 @@ def test_default_quiet_period_is_five_seconds() -> None:
         server.create_job("app", freestyle_config(None))
         item = server.get_queue_item(server.build_job("app"))
         assert item["_class"] == "hudson.model.Queue$WaitingItem"
-        assert item["why"].startswith("In the quiet period. Expires in 4.")
+        assert re.fullmatch(r"In the quiet period\. Expires in [1-5](\.\d)? sec", item["why"])
 
 
 def test_job_errors(server: jenkins.Jenkins) -> None:
@@ -416,3 +416,32 @@ def test_root_api(http: requests.Session, server: jenkins.Jenkins, controller: C
         "_class": "hudson.model.Hudson",
         "jobs": [{"_class": "hudson.model.FreeStyleProject", "name": "app"}],
     }
+
+
+def test_read_helpers(add_agent: AgentFactory, server: jenkins.Jenkins, controller: Controller) -> None:
+    add_agent("agent-1", "docker", exclusive=True)
+    server.create_job("app", freestyle_config("docker"))
+    number = server.build_job("app")
+    assert controller.nodes() == [
+        {
+            "name": "agent-1",
+            "labels": ["agent-1", "docker"],
+            "mode": "EXCLUSIVE",
+            "num_executors": 1,
+            "connected": False,
+            "offline": True,
+            "temporarily_offline": False,
+            "busy": 0,
+        }
+    ]
+    assert controller.queue_items() == [
+        {
+            "id": number,
+            "state": "buildable",
+            "task": "app",
+            "label": "docker",
+            "why": "\u2018agent-1\u2019 is offline",
+        }
+    ]
+    with pytest.raises(KeyError):
+        controller.build_result("app", 1)

@@ -211,8 +211,23 @@ stage('Build') {
 }
 node("linux") { sh "echo second block" }
 """
+    marker = tmp_path / "release"
+    script = script.replace("second block", f"second block; while [ ! -e {marker} ]; do sleep 0.1; done")
     server.create_job("p", pipeline_config(script))
     server.build_job("p")
+
+    def executor() -> object:
+        return server.get_node_info("agent-1", depth=1)["executors"][0]["currentExecutable"]
+
+    wait_until(
+        lambda: executor() is not None and "second block" in controller.console("p", 1), what="block 2"
+    )
+    assert executor() == {
+        "_class": "org.jenkinsci.plugins.workflow.support.steps."
+        "ExecutorStepExecution$PlaceholderTask$PlaceholderExecutable",
+        "url": controller.url + "job/p/1/",
+    }
+    marker.touch()
     assert controller.wait_for_build("p", 1, timeout=60) == "SUCCESS"
     console = server.get_build_console_output("p", 1)
     assert "stage Build on agent-1" in console and "second block" in console
@@ -233,7 +248,7 @@ def test_unknown_name_is_refused_with_400(launch: Launch) -> None:
     proc = launch("ghost")
     out, _ = proc.communicate(timeout=60)
     assert proc.returncode != 0
-    assert "HTTP 400" in out
+    assert "HTTP 400" in out and "no such agent" in out
 
 
 def test_second_agent_with_the_same_name_is_refused(
@@ -278,5 +293,31 @@ def test_deleting_a_connected_node_disconnects_its_agent(
     server.disable_node("agent-1", "going away")
     info = server.get_node_info("agent-1")
     assert info["temporarilyOffline"] is True and info["offlineCauseReason"] == "going away"
+    server.enable_node("agent-1")
+    info = server.get_node_info("agent-1")
+    assert info["temporarilyOffline"] is False and info["offline"] is False
     server.delete_node("agent-1")
     assert agent.wait(timeout=30) != 0
+
+
+def test_stopping_a_build_kills_its_step_on_the_agent(
+    server: jenkins.Jenkins, controller: Controller, launch: Launch, tmp_path: Path
+) -> None:
+    add_node(server, "agent-1", "docker", tmp_path / "agent-1")
+    agent = launch("agent-1")
+    wait_until(online(server, "agent-1"), what="agent-1 to come online")
+    proof = tmp_path / "still-running"
+    server.create_job("long", freestyle_config("docker", f"echo started\nsleep 5\ntouch {proof}"))
+    server.build_job("long")
+    wait_until(
+        lambda: (
+            "+ sleep 5" in controller.console("long", 1) if server.get_job_info("long")["builds"] else False
+        )
+    )
+    server.stop_build("long", 1)
+    assert controller.wait_for_build("long", 1, timeout=30) == "ABORTED"
+    assert "Aborted by admin\n" in server.get_build_console_output("long", 1)
+    assert server.get_node_info("agent-1", depth=1)["executors"][0]["idle"] is True
+    time.sleep(6)
+    assert not proof.exists()
+    assert agent.poll() is None

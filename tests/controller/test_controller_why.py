@@ -182,3 +182,30 @@ def test_quiet_period_and_blocked_texts() -> None:
 )
 def test_time_span_strings(ms: int, text: str) -> None:
     assert texts.time_span(ms) == text
+
+
+@pytest.mark.parametrize(("mode", "taken"), [("NORMAL", True), ("EXCLUSIVE", False)])
+def test_only_normal_nodes_take_unlabelled_items(mode: str, taken: bool) -> None:
+    async def scenario() -> QueueItem:
+        j = Jenkins("http://jenkins:8080/", quiet_period=0)
+        c = j.create_node(
+            "agent-1", {"numExecutors": 1, "remoteFS": "/w", "labelString": "docker", "mode": mode}
+        )
+        j.connected(c, SilentChannel())
+        item = j.schedule(j.create_job("app", _config(None)), 0, "admin")
+        await asyncio.sleep(0)
+        await j.shutdown()
+        return item
+
+    assert (asyncio.run(scenario()).state == "left") is taken
+
+
+def test_temporarily_offline_nodes_take_nothing() -> None:
+    async def scenario() -> QueueItem:
+        j = Jenkins("http://jenkins:8080/", quiet_period=0)
+        c = j.create_node("agent-1", {"numExecutors": 1, "remoteFS": "/w", "labelString": "docker"})
+        j.connected(c, SilentChannel())
+        j.toggle_offline(c, "")
+        return j.schedule(j.create_job("app", _config("docker")), 0, "admin")
+
+    assert asyncio.run(scenario()).state == "buildable"

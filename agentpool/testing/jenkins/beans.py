@@ -1,0 +1,268 @@
+"""The beans ``/api/json`` writes for the controller's objects, with Jenkins' visibilities.
+
+Each method mirrors one Jenkins class's ``@Exported`` properties (name, visibility,
+inlining) so that :mod:`.export` can prune them by ``depth`` and ``tree=`` exactly as
+Stapler does; values that would make the object graph cyclic are computed lazily.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from urllib.parse import quote
+
+from agentpool import labels
+from agentpool.labels import Expr, LabelSyntaxError
+
+from .config import FREESTYLE
+from .export import Bean, Value
+from .model import (
+    COLORS,
+    DUMB_SLAVE,
+    ITEM_KINDS,
+    JNLP_LAUNCHER,
+    LABEL_CLASS,
+    MASTER_COMPUTER,
+    PLACEHOLDER_EXECUTABLE,
+    PLACEHOLDER_TASK,
+    RUN_CLASS,
+    SLAVE_COMPUTER,
+    Build,
+    Computer,
+    Jenkins,
+    Job,
+    Placeholder,
+    QueueItem,
+)
+
+
+def label_bean_class(expr: Expr) -> str:
+    if isinstance(expr, labels.Atom):
+        return LABEL_CLASS["Atom"]
+    if isinstance(expr, labels.Paren):
+        return LABEL_CLASS["Paren"]
+    if isinstance(expr, labels.Not):
+        return LABEL_CLASS["Not"]
+    assert isinstance(expr, labels.Binary)
+    return LABEL_CLASS[expr.op]
+
+
+class Exporter:
+    """Builds the exported beans of :class:`Jenkins` objects (what ``/api/json`` writes)."""
+
+    def __init__(self, jenkins: Jenkins) -> None:
+        self.j = jenkins
+
+    @property
+    def root(self) -> str:
+        return self.j.root_url
+
+    def causes(self, user: str | None) -> list[Value]:
+        if user is None:
+            return []
+        cause = Bean("hudson.model.Cause$UserIdCause")
+        cause.add("shortDescription", f"Started by user {user}", 3)
+        cause.add("userId", user, 3).add("userName", user, 3)
+        return [Bean("hudson.model.CauseAction").add("causes", [cause], 2)]
+
+    def run_ref(self, build: Build) -> Bean:
+        return self.run(build)
+
+    def run(self, build: Build) -> Bean:
+        job = build.job
+        b = Bean(RUN_CLASS[job.kind])
+        b.add("actions", self.causes(build.user))
+        b.add("artifacts", []).add("building", build.result is None).add("description", None)
+        b.add("displayName", f"#{build.number}")
+        running = build.result is None
+        duration = 0 if running else build.duration
+        b.add("duration", duration).add("estimatedDuration", job.estimated_duration())
+        b.add("executor", Bean(None) if running else None)
+        b.add("fullDisplayName", f"{job.name} #{build.number}").add("id", str(build.number))
+        b.add("keepLog", False).add("number", build.number, 2).add("queueId", build.queue_id)
+        b.add("result", build.result).add("timestamp", build.timestamp)
+        b.add("url", self.root + build.url_path, 2)
+        if job.kind == FREESTYLE:
+            b.add("builtOn", build.built_on)
+            b.add("changeSet", Bean("hudson.scm.EmptyChangeLogSet").add("items", []).add("kind", None))
+            b.add("culprits", [])
+        else:
+            b.add("changeSets", []).add("culprits", []).add("inProgress", running)
+            prev = job.builds.get(build.number - 1)
+            nxt = job.builds.get(build.number + 1)
+            b.add("nextBuild", self.run_short(nxt) if nxt else None)
+            b.add("previousBuild", self.run_short(prev) if prev else None)
+        return b
+
+    def run_short(self, build: Build) -> Bean:
+        b = Bean(RUN_CLASS[build.job.kind])
+        return b.add("number", build.number, 2).add("url", self.root + build.url_path, 2)
+
+    def color(self, job: Job) -> str:
+        if job.config.disabled:
+            return "disabled"
+        done = [b for b in job.builds.values() if b.result is not None]
+        base = "notbuilt"
+        if done:
+            base = COLORS[done[-1].result or ""]
+        return base + "_anime" if job.running() else base
+
+    def job(self, job: Job) -> Bean:
+        j = self.j
+        url = self.root + f"job/{quote(job.name)}/"
+        builds = list(reversed(job.builds.values()))
+        completed = [b for b in builds if b.result is not None]
+
+        def first(pred: Callable[[Build], bool]) -> Value:
+            found = next((b for b in completed if pred(b)), None)
+            return self.run_short(found) if found else None
+
+        b = Bean(job.kind)
+        b.add("actions", [])
+        b.add("description", job.config.description).add("displayName", job.name)
+        b.add("displayNameOrNull", None).add("fullDisplayName", job.name).add("fullName", job.name)
+        b.add("name", job.name, 2).add("url", url, 2)
+        b.add("buildable", not job.config.disabled)
+        b.add("builds", [self.run_short(x) for x in builds[:100]])
+        b.add("allBuilds", [self.run_short(x) for x in builds], -2)
+        b.add("color", self.color(job), 2)
+        b.add("firstBuild", self.run_short(builds[-1]) if builds else None)
+        b.add("healthReport", [])
+        queued = j.active_item(job)
+        b.add("inQueue", queued is not None).add("keepDependencies", False)
+        b.add("lastBuild", self.run_short(builds[0]) if builds else None)
+        b.add("lastCompletedBuild", first(lambda x: True))
+        b.add("lastFailedBuild", first(lambda x: x.result == "FAILURE"))
+        b.add("lastStableBuild", first(lambda x: x.result == "SUCCESS"))
+        b.add("lastSuccessfulBuild", first(lambda x: x.result == "SUCCESS"))
+        b.add("lastUnstableBuild", None)
+        b.add("lastUnsuccessfulBuild", first(lambda x: x.result != "SUCCESS"))
+        b.add("nextBuildNumber", job.next_build_number).add("property", [])
+        b.add("queueItem", (lambda: self.item(queued)) if queued else None)
+        b.add("concurrentBuild", job.config.concurrent)
+        if job.kind == FREESTYLE:
+            b.add("disabled", job.config.disabled).add("downstreamProjects", [])
+            b.add("labelExpression", None if job.config.can_roam else job.config.assigned_node)
+            b.add("scm", Bean("hudson.scm.NullSCM")).add("upstreamProjects", [])
+        else:
+            b.add("disabled", job.config.disabled).add("resumeBlocked", False)
+        return b
+
+    def task(self, task: Job | Placeholder) -> Bean:
+        if isinstance(task, Job):
+            return self.job(task)
+        name = task.name
+        b = Bean(PLACEHOLDER_TASK)
+        return b.add("fullDisplayName", name).add("name", name).add("url", task.run.url_path)
+
+    def item(self, item: QueueItem) -> Bean:
+        b = Bean(f"hudson.model.Queue${ITEM_KINDS[item.state]}Item")
+        b.add("actions", self.causes(item.user))
+        b.add("blocked", item.state == "blocked").add("buildable", item.state == "buildable")
+        b.add("id", item.id).add("inQueueSince", item.in_queue_since).add("params", "")
+        b.add("stuck", self.j.stuck(item)).add("task", lambda: self.task(item.task))
+        b.add("url", f"queue/item/{item.id}/").add("why", self.j.why(item))
+        if item.state == "waiting":
+            b.add("timestamp", item.due)
+        elif item.state in ("blocked", "buildable"):
+            b.add("buildableStartMilliseconds", item.buildable_since)
+            if item.state == "buildable":
+                b.add("pending", False)
+        else:
+            b.add("cancelled", item.cancelled)
+            executable: Value = None
+            if item.executable is not None:
+                if isinstance(item.task, Placeholder):
+                    url = self.root + item.executable.url_path
+                    executable = Bean(PLACEHOLDER_EXECUTABLE).add("url", url, 2)
+                else:
+                    executable = self.run(item.executable)
+            b.add("executable", executable)
+        return b
+
+    def queue(self) -> Bean:
+        b = Bean("hudson.model.Queue").add("discoverableItems", [])
+        return b.add("items", [self.item(i) for i in self.j.queue_order()], inline=True)
+
+    def executor(self, computer: Computer, index: int) -> Bean:
+        work = computer.executors[index] if index < len(computer.executors) else None
+        current: Value = None
+        progress = -1
+        if work is not None:
+            if work.placeholder:
+                current = Bean(PLACEHOLDER_EXECUTABLE).add("url", self.root + work.run.url_path, 2)
+            else:
+                current = self.run(work.run)
+            estimate = work.run.job.estimated_duration()
+            if estimate > 0:
+                progress = min(99, int((time.monotonic() - work.started) * 1000 * 100 / estimate))
+        b = Bean(None).add("currentExecutable", current).add("idle", work is None)
+        return b.add("likelyStuck", False).add("number", index).add("progress", progress)
+
+    def computer(self, c: Computer) -> Bean:
+        b = Bean(MASTER_COMPUTER if c.builtin else SLAVE_COMPUTER)
+        b.add("actions", [])
+        b.add("assignedLabels", [Bean(None).add("name", name, 2) for name in sorted(c.labels)])
+        b.add("description", c.description).add("displayName", c.display_name)
+        b.add("executors", [self.executor(c, i) for i in range(len(c.executors))])
+        if c.temp_offline:
+            icon = "computer-disconnected"
+        elif c.offline:
+            icon = "computer-x"
+        else:
+            icon = "computer"
+        b.add("icon", f"symbol-{icon}").add("iconClassName", f"icon-{icon}")
+        b.add("idle", c.count_busy() == 0)
+        jnlp = not c.builtin and c.launcher == JNLP_LAUNCHER
+        b.add("jnlpAgent", jnlp).add("launchSupported", c.builtin or not jnlp)
+        b.add("loadStatistics", Bean("hudson.model.Label$1")).add("manualLaunchAllowed", True)
+        b.add("monitorData", {}).add("numExecutors", c.num_executors).add("offline", c.offline)
+        b.add("offlineCause", Bean(c.offline_cause) if c.offline_cause else None)
+        b.add("offlineCauseReason", c.offline_message).add("oneOffExecutors", [])
+        b.add("temporarilyOffline", c.temp_offline)
+        if not c.builtin:
+            b.add("absoluteRemotePath", c.remote_fs if c.connected else None)
+        return b
+
+    def computer_set(self) -> Bean:
+        computers = self.j.computers()
+        online = [c for c in computers if not c.offline]
+        b = Bean("hudson.model.ComputerSet")
+        b.add("busyExecutors", sum(c.count_busy() for c in online))
+        b.add("computer", [self.computer(c) for c in computers], inline=True)
+        b.add("displayName", "Nodes").add("totalExecutors", sum(c.num_executors for c in online))
+        return b
+
+    def label(self, text: str) -> Bean:
+        try:
+            expr: Expr = labels.parse(text)
+        except LabelSyntaxError:
+            expr = labels.Atom(text.strip())
+        nodes = [c for c in self.j.computers() if expr.matches(c.labels)]
+        online = [c for c in nodes if not c.offline]
+        b = Bean(label_bean_class(expr)).add("actions", [])
+        b.add("busyExecutors", sum(c.count_busy() for c in online)).add("clouds", [])
+        b.add("description", None)
+        b.add("idleExecutors", sum(c.count_idle() for c in online))
+        b.add("loadStatistics", Bean("hudson.model.Label$1")).add("name", str(expr))
+        node_beans: list[Value] = [
+            Bean("hudson.model.Hudson" if c.builtin else DUMB_SLAVE).add("nodeName", c.name, 999)
+            for c in nodes
+        ]
+        b.add("nodes", node_beans).add("offline", not online).add("tiedJobs", [])
+        b.add("totalExecutors", sum(c.num_executors for c in online)).add("propertiesList", [])
+        return b
+
+    def hudson(self) -> Bean:
+        j = self.j
+        view = Bean("hudson.model.AllView").add("name", "all", 2).add("url", self.root, 2)
+        b = Bean("hudson.model.Hudson")
+        b.add("assignedLabels", [Bean(None).add("name", n, 2) for n in sorted(j.builtin.labels)])
+        b.add("mode", j.builtin.mode).add("nodeDescription", j.builtin.description).add("nodeName", "")
+        b.add("numExecutors", j.builtin.num_executors).add("description", None)
+        b.add("jobs", [self.job(job) for job in sorted(j.jobs.values(), key=lambda x: x.name)])
+        b.add("overallLoad", Bean(None)).add("primaryView", view)
+        b.add("quietDownReason", None).add("quietingDown", j.quieting_down).add("slaveAgentPort", -1)
+        b.add("unlabeledLoad", Bean("jenkins.model.UnlabeledLoadStatistics"))
+        b.add("url", self.root).add("useCrumbs", True).add("useSecurity", True).add("views", [view])
+        return b
