@@ -131,9 +131,10 @@ setup_cgroup_v1() {
     local devices_h shared
     devices_h="$(awk '!/^#/ && $1 == "devices" && $4 == 1 { print $2 }' /proc/cgroups)"
     if [ -n "$devices_h" ] && [ "$devices_h" != 0 ]; then
-        shared="$(awk -v h="$devices_h" '!/^#/ && $2 == h && $1 != "devices" && $4 == 1 { print $1 }' /proc/cgroups | tr '\n' ' ')"
+        shared="$(awk -v h="$devices_h" '!/^#/ && $2 == h && $1 != "devices" && $4 == 1 { print $1 }' \
+            /proc/cgroups | paste -sd, -)"
         if [ -n "$shared" ]; then
-            warn "the devices cgroup controller shares a hierarchy with: $shared- nested containers will fail"
+            warn "the devices cgroup controller shares a hierarchy with $shared: nested containers will fail"
         fi
     fi
 }
@@ -141,6 +142,7 @@ setup_cgroup_v1() {
 setup_cgroup_v2() {
     # The cgroup2 mount is read-only without --privileged.
     [ -w /sys/fs/cgroup ] || mount -o remount,rw /sys/fs/cgroup 2>/dev/null \
+        || mount -o remount,bind,rw /sys/fs/cgroup 2>/dev/null \
         || warn "cannot remount /sys/fs/cgroup read-write: inner containers will fail"
     # Move every process (just us, normally) out of the root into /sys/fs/cgroup/init, then
     # hand all controllers down to the children, as dockerd expects.
@@ -425,7 +427,8 @@ start_agent() {
     local java_opts=()
     # shellcheck disable=SC2206
     [ -n "${JAVA_OPTS:-}" ] && java_opts=(${JAVA_OPTS})
-    log "starting the Jenkins agent: java ${java_opts[*]} -jar $AGENT_JAR -secret ******** ${args[*]} ${extra[*]}"
+    local shown=(java "${java_opts[@]}" -jar "$AGENT_JAR" -secret '********' "${args[@]}" "${extra[@]}")
+    log "starting the Jenkins agent: ${shown[*]}"
     local secret="$JENKINS_SECRET"
     # The builds this agent runs inherit its environment: keep the secret out of it.
     unset JENKINS_SECRET
