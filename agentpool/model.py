@@ -145,6 +145,8 @@ class AgentMemory:
     idle_since: float | None = None
     builds_started: int = 0  # one-shot pools: an agent that started a build never takes another
     volume: str = ""
+    # when a node that had been online was last seen disconnected (None while connected)
+    offline_since: float | None = None
 
 
 @dataclass(slots=True)
@@ -173,6 +175,7 @@ class Reason(StrEnum):
     MIN_IDLE = "min-idle"
     IDLE_TIMEOUT = "idle-timeout"
     ONE_SHOT_DONE = "one-shot-done"
+    ONE_SHOT_BUSY = "one-shot-busy"  # a one-shot agent started its build: take no other
     DRAIN = "drain"
     LAUNCH_TIMEOUT = "launch-timeout"
     LOST = "lost"
@@ -212,6 +215,21 @@ class Reap:
 
 
 @dataclass(frozen=True, slots=True)
+class Cordon:
+    """Take an agent's node temporarily offline (unless it already is) and leave it running.
+
+    A one-shot agent gets this as soon as it is seen busy, so Jenkins never hands it a
+    second build; it is reaped (``Reap``, ``ONE_SHOT_DONE``) once its build has ended.
+    """
+
+    agent: str
+    pool: str
+    host: str
+    reason: Reason
+    detail: str
+
+
+@dataclass(frozen=True, slots=True)
 class RemoveOrphan:
     """Remove one leftover resource of this instance that has no counterpart."""
 
@@ -232,7 +250,7 @@ class Unserved:
     why: str  # "no pool matches", "cap reached", "backoff", "draining", "label unknown"
 
 
-Action = Provision | Reap | RemoveOrphan
+Action = Provision | Reap | Cordon | RemoveOrphan
 
 
 @dataclass(frozen=True, slots=True)
