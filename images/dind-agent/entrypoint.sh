@@ -291,7 +291,9 @@ start_dockerd() {
 
 wait_for_dockerd() {
     local deadline=$((SECONDS + START_TIMEOUT))
-    while ! docker info >/dev/null 2>&1; do
+    # dockerd opens its socket before it can answer: an unbounded `docker info` would hang
+    # as long as dockerd does.
+    while ! timeout 2 docker info >/dev/null 2>&1; do
         if ! kill -0 "$DOCKERD_PID" 2>/dev/null; then
             wait "$DOCKERD_PID"
             printf '[dind-agent] ERROR: dockerd exited with status %s; the end of its log:\n' "$?" >&2

@@ -91,6 +91,29 @@ def test_data_root_not_on_a_volume_is_refused_loudly(agents: Agents) -> None:
     assert "vfs" in proc.stderr
 
 
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        # dockerd waits (60 s) for a containerd that never answers, its API socket already open
+        (
+            {"DIND_START_TIMEOUT": "3", "DOCKERD_OPTS": "--containerd=/run/nothing.sock"},
+            "dockerd did not answer within 3 s; the end of its log:",
+        ),
+        ({"DOCKERD_OPTS": "--no-such-flag"}, "dockerd exited with status 1; the end of its log:"),
+    ],
+)
+def test_engine_that_does_not_come_up_fails_with_its_log(
+    agents: Agents, env: dict[str, str], message: str
+) -> None:
+    start = time.monotonic()
+    proc = agents.run_to_end("broken", env=env)
+    assert time.monotonic() - start < 15
+    assert proc.returncode == 1
+    assert message in proc.stderr
+    log_tail = proc.stderr.split(message, 1)[1]
+    assert "level=" in log_tail or "unknown flag" in log_tail
+
+
 def test_jenkins_mode_names_the_missing_variable(agents: Agents) -> None:
     proc = agents.run_to_end("partial", env={"JENKINS_URL": "http://172.17.0.1:9/", "JENKINS_SECRET": "s3"})
     assert proc.returncode == 1
