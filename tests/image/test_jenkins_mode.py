@@ -111,3 +111,33 @@ def test_agent_connects_and_builds_with_its_own_docker(
     assert "stopping the Jenkins agent" in logs
     assert "-secret ********" in logs
     assert secret not in logs
+
+
+def test_agent_exit_stops_the_engine_and_the_container_with_its_status(
+    agents: Agents, controller: tuple[Controller, jenkins.Jenkins]
+) -> None:
+    ctl, server = controller
+    node = f"dind-{secrets.token_hex(3)}"
+    server.create_node(
+        node,
+        numExecutors=1,
+        remoteFS="/home/jenkins/agent",
+        labels="docker",
+        launcher=jenkins.LAUNCHER_JNLP,
+        launcher_params={"webSocket": True},
+    )
+    wrong = secrets.token_hex(32)  # the controller refuses it (403): the agent exits 1
+    proc = agents.run_to_end(
+        "refused",
+        env={
+            "JENKINS_URL": ctl.url,
+            "JENKINS_SECRET": wrong,
+            "JENKINS_AGENT_NAME": node,
+            "JENKINS_WEB_SOCKET": "true",
+        },
+    )
+    assert proc.returncode == 1
+    assert "the Jenkins agent exited with status 1" in proc.stderr
+    assert "stopping dockerd" in proc.stderr
+    assert wrong not in proc.stdout + proc.stderr
+    assert server.get_node_info(node)["offline"]
