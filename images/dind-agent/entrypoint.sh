@@ -144,6 +144,12 @@ setup_cgroup_v2() {
     [ -w /sys/fs/cgroup ] || mount -o remount,rw /sys/fs/cgroup 2>/dev/null \
         || mount -o remount,bind,rw /sys/fs/cgroup 2>/dev/null \
         || warn "cannot remount /sys/fs/cgroup read-write: inner containers will fail"
+    # Only inside a private cgroup namespace is /sys/fs/cgroup our own root: with the host's
+    # namespace (--cgroupns=host) its cgroup.procs would list the host's processes.
+    if [ "$(cat /proc/self/cgroup)" != "0::/" ]; then
+        warn "not in a private cgroup namespace ($(cat /proc/self/cgroup)): leaving cgroup v2 as is (run with --cgroupns=private)"
+        return
+    fi
     # Move every process (just us, normally) out of the root into /sys/fs/cgroup/init, then
     # hand all controllers down to the children, as dockerd expects.
     mkdir -p /sys/fs/cgroup/init
