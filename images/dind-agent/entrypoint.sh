@@ -406,8 +406,10 @@ fetch_agent_jar() {
     local url="${JENKINS_URL%/}/jnlpJars/agent.jar"
     log "downloading $url"
     mkdir -p "$(dirname "$AGENT_JAR")"
-    if curl -fsS --retry 5 --retry-delay 2 --retry-all-errors --connect-timeout 5 --max-time 60 \
-        -o "$AGENT_JAR.tmp" "$url"; then
+    # In the background: a foreground command would hold off our SIGTERM trap until it ends.
+    curl -fsS --retry 5 --retry-delay 2 --retry-all-errors --retry-max-time 90 \
+        --connect-timeout 5 --max-time 60 -o "$AGENT_JAR.tmp" "$url" &
+    if wait $!; then
         mv "$AGENT_JAR.tmp" "$AGENT_JAR"
     elif [ -s /usr/share/jenkins/agent.jar ]; then
         rm -f "$AGENT_JAR.tmp"
