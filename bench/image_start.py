@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import secrets
+import socket
 import statistics
 import subprocess
 import sys
@@ -20,6 +21,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+REPO = Path(__file__).resolve().parents[1]
 IMAGE = "agentpool/dind-agent:latest"
 READY_LINE = "inner docker engine ready"
 CAPABILITIES = [
@@ -89,19 +91,27 @@ def bench_engine(runs: int) -> dict[str, str]:
     }
 
 
-def bench_agent(runs: int) -> dict[str, str]:
-    """Start → agent connected, against the project's controller on the host."""
-    import jenkins  # type: ignore[import-untyped]
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("0.0.0.0", 0))
+        port: int = s.getsockname()[1]
+        return port
 
+
+def bench_agent(runs: int) -> dict[str, str]:
+    """Start → agent connected (WebSocket), against the project's controller on the host."""
+    import jenkins
+
+    sys.path.insert(0, str(REPO))
     from agentpool.testing.jenkins import Controller
 
+    if not (REPO / "build" / "agent.jar").exists():
+        subprocess.run([str(REPO / "scripts" / "build-agent-jar")], check=True, capture_output=True)
     samples: list[float] = []
-    user, token = "bench", secrets.token_hex(16)
-    with Controller(listen="0.0.0.0:0", user=user, token=token) as ctl:
-        port = ctl.port
-        url = f"http://172.17.0.1:{port}/"
-        ctl.url = url
-        server = jenkins.Jenkins(f"http://127.0.0.1:{port}/", username=user, password=token)
+    user, token, port = "bench", secrets.token_hex(16), free_port()
+    url = f"http://172.17.0.1:{port}/"  # the host, seen from a container on the default bridge
+    with Controller(listen=f"0.0.0.0:{port}", user=user, token=token, url=url) as ctl:
+        server = jenkins.Jenkins(ctl.url, username=user, password=token, timeout=10)
         for i in range(runs):
             node = f"bench-{i}-{secrets.token_hex(3)}"
             server.create_node(
@@ -116,7 +126,7 @@ def bench_agent(runs: int) -> dict[str, str]:
             docker("volume", "create", volume)
             name = f"agentpool-bench-{secrets.token_hex(4)}"
             env = {
-                "JENKINS_URL": url,
+                "JENKINS_URL": ctl.url,
                 "JENKINS_SECRET": ctl.secret(node),
                 "JENKINS_AGENT_NAME": node,
                 "JENKINS_WEB_SOCKET": "true",
@@ -133,7 +143,7 @@ def bench_agent(runs: int) -> dict[str, str]:
                 docker("rm", "-f", name)
                 docker("volume", "rm", "-f", volume)
                 server.delete_node(node)
-    return {"start → Jenkins agent connected (websocket)": median_ms(samples)}
+    return {"start → Jenkins agent connected (WebSocket, new volume)": median_ms(samples)}
 
 
 def write_section(path: Path, body: str) -> None:

@@ -131,9 +131,10 @@ setup_cgroup_v1() {
     local devices_h shared
     devices_h="$(awk '!/^#/ && $1 == "devices" && $4 == 1 { print $2 }' /proc/cgroups)"
     if [ -n "$devices_h" ] && [ "$devices_h" != 0 ]; then
-        shared="$(awk -v h="$devices_h" '!/^#/ && $2 == h && $1 != "devices" && $4 == 1 { print $1 }' /proc/cgroups | tr '\n' ' ')"
+        shared="$(awk -v h="$devices_h" '!/^#/ && $2 == h && $1 != "devices" && $4 == 1 { print $1 }' \
+            /proc/cgroups | paste -sd, -)"
         if [ -n "$shared" ]; then
-            warn "the devices cgroup controller shares a hierarchy with: $shared- nested containers will fail"
+            warn "the devices cgroup controller shares a hierarchy with $shared: nested containers will fail"
         fi
     fi
 }
@@ -141,7 +142,14 @@ setup_cgroup_v1() {
 setup_cgroup_v2() {
     # The cgroup2 mount is read-only without --privileged.
     [ -w /sys/fs/cgroup ] || mount -o remount,rw /sys/fs/cgroup 2>/dev/null \
+        || mount -o remount,bind,rw /sys/fs/cgroup 2>/dev/null \
         || warn "cannot remount /sys/fs/cgroup read-write: inner containers will fail"
+    # Only inside a private cgroup namespace is /sys/fs/cgroup our own root: with the host's
+    # namespace (--cgroupns=host) its cgroup.procs would list the host's processes.
+    if [ "$(cat /proc/self/cgroup)" != "0::/" ]; then
+        warn "not in a private cgroup namespace ($(cat /proc/self/cgroup)): leaving cgroup v2 as is (run with --cgroupns=private)"
+        return
+    fi
     # Move every process (just us, normally) out of the root into /sys/fs/cgroup/init, then
     # hand all controllers down to the children, as dockerd expects.
     mkdir -p /sys/fs/cgroup/init
@@ -289,7 +297,9 @@ start_dockerd() {
 
 wait_for_dockerd() {
     local deadline=$((SECONDS + START_TIMEOUT))
-    while ! docker info >/dev/null 2>&1; do
+    # dockerd opens its socket before it can answer: an unbounded `docker info` would hang
+    # as long as dockerd does.
+    while ! timeout 2 docker info >/dev/null 2>&1; do
         if ! kill -0 "$DOCKERD_PID" 2>/dev/null; then
             wait "$DOCKERD_PID"
             printf '[dind-agent] ERROR: dockerd exited with status %s; the end of its log:\n' "$?" >&2
@@ -396,8 +406,10 @@ fetch_agent_jar() {
     local url="${JENKINS_URL%/}/jnlpJars/agent.jar"
     log "downloading $url"
     mkdir -p "$(dirname "$AGENT_JAR")"
-    if curl -fsS --retry 5 --retry-delay 2 --retry-all-errors --connect-timeout 5 --max-time 60 \
-        -o "$AGENT_JAR.tmp" "$url"; then
+    # In the background: a foreground command would hold off our SIGTERM trap until it ends.
+    curl -fsS --retry 5 --retry-delay 2 --retry-all-errors --retry-max-time 90 \
+        --connect-timeout 5 --max-time 60 -o "$AGENT_JAR.tmp" "$url" &
+    if wait $!; then
         mv "$AGENT_JAR.tmp" "$AGENT_JAR"
     elif [ -s /usr/share/jenkins/agent.jar ]; then
         rm -f "$AGENT_JAR.tmp"
@@ -425,7 +437,8 @@ start_agent() {
     local java_opts=()
     # shellcheck disable=SC2206
     [ -n "${JAVA_OPTS:-}" ] && java_opts=(${JAVA_OPTS})
-    log "starting the Jenkins agent: java ${java_opts[*]} -jar $AGENT_JAR -secret ******** ${args[*]} ${extra[*]}"
+    local shown=(java "${java_opts[@]}" -jar "$AGENT_JAR" -secret '********' "${args[@]}" "${extra[@]}")
+    log "starting the Jenkins agent: ${shown[*]}"
     local secret="$JENKINS_SECRET"
     # The builds this agent runs inherit its environment: keep the secret out of it.
     unset JENKINS_SECRET

@@ -91,6 +91,29 @@ def test_data_root_not_on_a_volume_is_refused_loudly(agents: Agents) -> None:
     assert "vfs" in proc.stderr
 
 
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        # dockerd waits (60 s) for a containerd that never answers, its API socket already open
+        (
+            {"DIND_START_TIMEOUT": "3", "DOCKERD_OPTS": "--containerd=/run/nothing.sock"},
+            "dockerd did not answer within 3 s; the end of its log:",
+        ),
+        ({"DOCKERD_OPTS": "--no-such-flag"}, "dockerd exited with status 1; the end of its log:"),
+    ],
+)
+def test_engine_that_does_not_come_up_fails_with_its_log(
+    agents: Agents, env: dict[str, str], message: str
+) -> None:
+    start = time.monotonic()
+    proc = agents.run_to_end("broken", env=env)
+    assert time.monotonic() - start < 15
+    assert proc.returncode == 1
+    assert message in proc.stderr
+    log_tail = proc.stderr.split(message, 1)[1]
+    assert "level=" in log_tail or "unknown flag" in log_tail
+
+
 def test_jenkins_mode_names_the_missing_variable(agents: Agents) -> None:
     proc = agents.run_to_end("partial", env={"JENKINS_URL": "http://172.17.0.1:9/", "JENKINS_SECRET": "s3"})
     assert proc.returncode == 1
@@ -147,6 +170,50 @@ def test_works_without_systempaths_unconfined(agents: Agents) -> None:
     assert options.startswith("rw,")
     a.load_busybox()
     assert a.exec("docker", "run", "--rm", BUSYBOX, "echo", "ok").strip() == "ok"
+
+
+def test_port_mode_uses_supplied_certificates(agents: Agents, tmp_path: Path) -> None:
+    certs = tmp_path / "certs"
+    _make_certs(certs)
+    a = agents.start("supplied", env={"PORT": "2376"}, mounts=[f"{certs}:/certs:ro"])
+    a.wait_ready()
+    tls = [
+        "--tlsverify",
+        "--tlscacert=/certs/client/ca.pem",
+        "--tlscert=/certs/client/cert.pem",
+        "--tlskey=/certs/client/key.pem",
+    ]
+    out = a.exec("docker", *tls, "-H", "tcp://127.0.0.1:2376", "info", "--format", "{{.Driver}}")
+    assert out.strip() == "overlay2"
+    assert "using the supplied server certificate in /certs/server" in a.logs()
+
+
+def _make_certs(root: Path) -> None:
+    """A CA, a server certificate for 127.0.0.1 and a client certificate, with openssl."""
+
+    def ssl(*args: str, cwd: Path) -> None:
+        subprocess.run(["openssl", *args], cwd=cwd, check=True, capture_output=True)
+
+    for part in ("ca", "server", "client"):
+        (root / part).mkdir(parents=True)
+    ca = root / "ca"
+    ssl("req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-days", "2",
+        "-subj", "/CN=test CA", "-keyout", "key.pem", "-out", "cert.pem", cwd=ca)  # fmt: skip
+    extensions = {
+        "server": "subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth",
+        "client": "extendedKeyUsage=clientAuth",
+    }
+    for part, ext in extensions.items():
+        d = root / part
+        (d / "ext.cnf").write_text(ext + "\n")
+        ssl("req", "-new", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
+            "-subj", f"/CN={part}", "-keyout", "key.pem", "-out", "req.pem", cwd=d)  # fmt: skip
+        ssl("x509", "-req", "-in", "req.pem", "-CA", str(ca / "cert.pem"), "-CAkey", str(ca / "key.pem"),
+            "-CAcreateserial", "-days", "2", "-extfile", "ext.cnf", "-out", "cert.pem", cwd=d)  # fmt: skip
+        (d / "ca.pem").write_bytes((ca / "cert.pem").read_bytes())
+        (d / "key.pem").chmod(0o644)
+    # Supplied means: server certificates present, no CA key for the entrypoint to re-issue with.
+    (ca / "key.pem").unlink()
 
 
 def _host_processes() -> str:

@@ -1,0 +1,143 @@
+"""The dind agent in Jenkins mode against the project's Jenkins-compatible controller.
+
+The container downloads agent.jar from the controller (over the Docker bridge, as from a real
+Jenkins), connects over WebSocket, and runs a freestyle build whose shell step uses the
+container's own Docker engine. SIGTERM then takes the agent offline and the container down.
+"""
+
+from __future__ import annotations
+
+import secrets
+import socket
+import subprocess
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import jenkins
+import pytest
+
+from agentpool.testing.jenkins import Controller, freestyle_config
+from tests.image.dindtools import BUSYBOX, REPO, Agents, docker
+
+pytestmark = [pytest.mark.docker, pytest.mark.slow, pytest.mark.timeout(180)]
+
+JAR = REPO / "build" / "agent.jar"
+SOURCE = REPO / "agentpool/testing/jenkins/agent/src"
+BRIDGE_GATEWAY = "172.17.0.1"  # where containers reach the host
+
+
+@pytest.fixture(scope="module")
+def agent_jar() -> Path:
+    newest = max(p.stat().st_mtime for p in SOURCE.rglob("*.java"))
+    if not JAR.exists() or JAR.stat().st_mtime < newest:
+        subprocess.run([str(REPO / "scripts/build-agent-jar")], check=True, capture_output=True)
+    return JAR
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("0.0.0.0", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+@pytest.fixture
+def controller(agent_jar: Path) -> Iterator[tuple[Controller, jenkins.Jenkins]]:
+    user, token = "admin", secrets.token_hex(16)
+    port = free_port()
+    url = f"http://{BRIDGE_GATEWAY}:{port}/"
+    with Controller(listen=f"0.0.0.0:{port}", user=user, token=token, url=url, quiet_period=0) as ctl:
+        yield ctl, jenkins.Jenkins(ctl.url, username=user, password=token, timeout=10)
+
+
+def wait_until(predicate: Callable[[], bool], what: str, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.2)
+
+
+def test_agent_connects_and_builds_with_its_own_docker(
+    agents: Agents, controller: tuple[Controller, jenkins.Jenkins]
+) -> None:
+    ctl, server = controller
+    node = f"dind-{secrets.token_hex(3)}"
+    server.create_node(
+        node,
+        numExecutors=1,
+        remoteFS="/home/jenkins/agent",
+        labels="docker",
+        exclusive=True,
+        launcher=jenkins.LAUNCHER_JNLP,
+        launcher_params={"webSocket": True},
+    )
+    secret = ctl.secret(node)
+    agent = agents.start(
+        "jenkins",
+        env={
+            "JENKINS_URL": ctl.url,
+            "JENKINS_SECRET": secret,
+            "JENKINS_AGENT_NAME": node,
+            "JENKINS_WEB_SOCKET": "true",
+        },
+    )
+    # No registry is reachable from the inner engine either: give it the image the build runs.
+    agent.wait_ready()
+    agent.load_busybox()
+    wait_until(lambda: not server.get_node_info(node)["offline"], f"{node} to connect")
+
+    token = secrets.token_hex(6)
+    script = (
+        f"docker run --rm {BUSYBOX} sh -c 'echo inner-$((6 * 7))-{token}'\n"
+        "docker info --format 'driver={{.Driver}}'"
+    )
+    server.create_job("dind", freestyle_config("docker", script))
+    server.build_job("dind")
+    assert ctl.wait_for_build("dind", 1, timeout=90) == "SUCCESS"
+    console = server.get_build_console_output("dind", 1)
+    assert f"inner-42-{token}" in console
+    assert "driver=overlay2" in console
+    assert server.get_build_info("dind", 1)["builtOn"] == node
+
+    start = time.monotonic()
+    docker("kill", "--signal", "TERM", agent.name)
+    status = docker("wait", agent.name, timeout=30).stdout.strip()
+    assert time.monotonic() - start < 10
+    assert status == "143"
+    wait_until(lambda: server.get_node_info(node)["offline"], f"{node} to go offline", timeout=15)
+    logs = agent.logs()
+    assert "stopping the Jenkins agent" in logs
+    assert "-secret ********" in logs
+    assert secret not in logs
+
+
+def test_agent_exit_stops_the_engine_and_the_container_with_its_status(
+    agents: Agents, controller: tuple[Controller, jenkins.Jenkins]
+) -> None:
+    ctl, server = controller
+    node = f"dind-{secrets.token_hex(3)}"
+    server.create_node(
+        node,
+        numExecutors=1,
+        remoteFS="/home/jenkins/agent",
+        labels="docker",
+        launcher=jenkins.LAUNCHER_JNLP,
+        launcher_params={"webSocket": True},
+    )
+    wrong = secrets.token_hex(32)  # the controller refuses it (403): the agent exits 1
+    proc = agents.run_to_end(
+        "refused",
+        env={
+            "JENKINS_URL": ctl.url,
+            "JENKINS_SECRET": wrong,
+            "JENKINS_AGENT_NAME": node,
+            "JENKINS_WEB_SOCKET": "true",
+        },
+    )
+    assert proc.returncode == 1
+    assert "the Jenkins agent exited with status 1" in proc.stderr
+    assert "stopping dockerd" in proc.stderr
+    assert wrong not in proc.stdout + proc.stderr
+    assert server.get_node_info(node)["offline"]
