@@ -299,23 +299,22 @@ class _Pass:
 
     def adopt(self) -> None:
         """After a restart memory is empty: agents are whatever has both a container and a node."""
+        held = {(v.host, v.agent): v.name for v in self.volumes if not v.free}
         for name, container in self.containers.items():
             node = self.our_nodes.get(name)
             if name in self.mem.agents or node is None:
                 continue
             pool = self.pools.get(container.pool)
-            volume = next(
-                (v.name for v in self.volumes if v.agent == name and v.host == container.host and not v.free),
-                "",
-            )
+            connected = not node.offline or node.busy
             self.mem.agents[name] = AgentMemory(
                 name=name,
                 pool=container.pool,
                 host=container.host,
                 launched_at=container.created,
+                online_at=self.now if connected else None,
                 # a one-shot agent found idle and offline has done its build (we cordoned it)
                 builds_started=1 if pool and pool.one_shot and node.temporarily_offline else 0,
-                volume=volume,
+                volume=held.get((container.host, name), ""),
             )
 
     def agents(self) -> None:
@@ -424,7 +423,8 @@ class _Pass:
                 "one-shot agent finished its build",
                 check_idle=not node.temporarily_offline,
             )
-            tally.agents -= 1
+            if node.temporarily_offline:
+                tally.agents -= 1  # gone for sure; a re-checked one might stay after all
             return
         tally.idle_agents.append(am)
         if not node.temporarily_offline:
@@ -453,7 +453,6 @@ class _Pass:
                     check_idle=True,
                 )
                 remaining -= 1
-                tally.agents -= 1
                 node = self.nodes.get(am.name)
                 if node is not None and not node.temporarily_offline:
                     tally.idle_slots -= node.idle_executors
