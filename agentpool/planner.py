@@ -11,6 +11,7 @@ are pure as well (they return a new memory).
 from __future__ import annotations
 
 import hashlib
+import operator
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field, fields
@@ -620,9 +621,12 @@ class _Pass:
             if slots:
                 key = node.labels - {name}
                 foreign[key] = foreign.get(key, 0) + slots
+        oldest_first = operator.attrgetter("in_queue_since", "id")
+        for items in groups.values():
+            items.sort(key=oldest_first)
         ordered = sorted(
             ((label, items) for label, items in groups.items() if label is not None),
-            key=lambda pair: min(i.in_queue_since for i in pair[1]),
+            key=lambda pair: oldest_first(pair[1][0]),
         )
         for label, items in ordered:
             expr = _expr(label) if label else None
@@ -658,8 +662,9 @@ class _Pass:
                     tally.starting_slots -= used
                     waiting -= used
             if waiting:
-                newest = sorted(items, key=lambda i: (i.in_queue_since, i.id))[len(items) - waiting :]
-                self.unserved.extend(Unserved(i.id, i.task_name, i.label, why) for i in newest)
+                self.unserved.extend(
+                    Unserved(i.id, i.task_name, label, why) for i in items[len(items) - waiting :]
+                )
         unknown = groups.get(None)
         if unknown:
             self.probe(unknown)
