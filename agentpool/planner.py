@@ -350,11 +350,22 @@ class _Pass:
             )
             return
         self.host_count[am.host] = self.host_count.get(am.host, 0) + 1
-        if node is None:
-            self.reap(am, Reason.LOST, "its Jenkins node was deleted", check_idle=False)
-            return
         if tally is not None:
             tally.agents += 1
+        if node is None:
+            # Deleted in Jenkins (or missing from one answer): the agent can never connect.
+            missing_since = am.offline_since if am.offline_since is not None else self.now
+            am.offline_since = missing_since
+            if self.now - missing_since >= ORPHAN_GRACE:
+                self.reap(
+                    am,
+                    Reason.LOST,
+                    f"its Jenkins node is gone for {self.now - missing_since:.0f}s",
+                    check_idle=False,
+                )
+                if tally is not None:
+                    tally.agents -= 1
+            return
         # A temporarily offline node may or may not be connected (Jenkins does not say): its
         # executors decide, and an idle one is reaped through the idle rules, never forced.
         connected = not node.offline or node.temporarily_offline or node.busy

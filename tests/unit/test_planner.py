@@ -399,10 +399,15 @@ def test_lost_agents(
     )
 
 
-def test_node_deleted_in_jenkins_means_lost() -> None:
-    mem = memory(known(A1))
-    p, _ = plan(observed([], [], [container(A1)]), config(), mem, T0)
+def test_node_deleted_in_jenkins_means_lost_after_a_grace() -> None:
+    obs = observed(items(1), [], [container(A1)])
+    p, mem = plan(obs, config({"max_agents": 1}), memory(known(A1)), T0)
+    assert p.actions == ()  # one answer without the node is not enough; the agent still counts
+    p, mem = plan(obs, config({"max_agents": 1}), mem, T0 + 59)
+    assert p.actions == ()
+    p, mem = plan(obs, config({"max_agents": 1}), mem, T0 + 60)
     assert [(r.reason, r.check_idle) for r in reaps(p)] == [(Reason.LOST, False)]
+    assert len(provisions(p)) == 1
 
 
 def test_lost_agents_free_their_capacity() -> None:
