@@ -6,6 +6,7 @@ import pytest
 
 from agentpool.security import (
     CAPABILITIES,
+    host_config_fields,
     host_config_kwargs,
     missing_capabilities,
     normalise_capability,
@@ -21,7 +22,7 @@ def test_capabilities_adds_all_minus_dropped_and_unconfines() -> None:
     assert kwargs == {
         "cap_add": ["ALL"],
         "cap_drop": ["SYS_RESOURCE", "SYS_TIME"],
-        "security_opt": ["apparmor=unconfined", "seccomp=unconfined", "systempaths=unconfined"],
+        "security_opt": ["apparmor=unconfined", "seccomp=unconfined"],
         "device_cgroup_rules": ["a *:* rwm"],
     }
     assert "privileged" not in kwargs
@@ -65,3 +66,9 @@ def test_missing_capabilities_reads_a_capbnd_mask() -> None:
     assert missing_capabilities((1 << 41) - 1, last_cap=40) == []
     assert missing_capabilities(0, last_cap=2) == ["CHOWN", "DAC_OVERRIDE", "DAC_READ_SEARCH"]
     assert len(CAPABILITIES) == 41
+
+
+def test_capabilities_unconfines_system_paths_through_raw_fields() -> None:
+    assert host_config_fields("capabilities") == {"MaskedPaths": [], "ReadonlyPaths": []}
+    assert host_config_fields("privileged") == {}
+    assert host_config_fields("sysbox") == {}

@@ -1,0 +1,50 @@
+"""``python -m agentpool.testing.jenkins``: serve the test controller until interrupted."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+import threading
+
+from .controller import Controller
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m agentpool.testing.jenkins", description="Jenkins-compatible test controller"
+    )
+    parser.add_argument("--listen", default="127.0.0.1:8080", help="HOST:PORT to bind (port 0: any free)")
+    parser.add_argument("--user", default="admin", help="the one user (default admin)")
+    parser.add_argument("--token", required=True, help="that user's API token")
+    parser.add_argument("--url", default=None, help="root URL the controller calls itself")
+    parser.add_argument("--builtin-executors", type=int, default=0, help="executors on the built-in node")
+    parser.add_argument("--quiet-period", type=int, default=5, help="global quiet period in seconds")
+    parser.add_argument("-v", "--verbose", action="store_true")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING)
+    try:
+        controller = Controller(
+            args.listen,
+            args.user,
+            args.token,
+            args.url,
+            builtin_executors=args.builtin_executors,
+            quiet_period=args.quiet_period,
+        )
+        controller.start()
+    except (ValueError, RuntimeError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    print(controller.url, flush=True)
+    stop.wait()
+    controller.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
