@@ -661,3 +661,9 @@ def test_spill_over_reports_the_best_pools_reason() -> None:
     assert sorted(a.pool for a in provisions(p)) == ["a", "b"]
     assert [u.why for u in p.unserved] == ["cap reached (pool a: max_agents 1)"]
     assert p.unserved[0].item_id == 3  # the newest waits
+
+
+def test_unlabelled_items_do_not_count_on_foreign_nodes() -> None:
+    # their mode (NORMAL or EXCLUSIVE) is not exported: an EXCLUSIVE one would never take the item
+    p, _ = plan(observed(items(1, ""), [node("static-1")]), config({"exclusive": False}), Memory(), T0)
+    assert len(provisions(p)) == 1
