@@ -273,7 +273,10 @@ class _Lines:
         self.node_line: dict[Loc, int] = {}  # the line where the value node starts
         self.duplicates: list[tuple[Loc, int]] = []
 
-    def walk(self, node: yaml.Node, loc: Loc) -> None:
+    def walk(self, node: yaml.Node, loc: Loc, stack: frozenset[int] = frozenset()) -> None:
+        if id(node) in stack:
+            return  # a recursive alias
+        stack = stack | {id(node)}
         self.node_line[loc] = node.start_mark.line + 1
         if isinstance(node, yaml.MappingNode):
             for key_node, value_node in node.value:
@@ -282,11 +285,11 @@ class _Lines:
                 if child in self.key_line:
                     self.duplicates.append((child, key_node.start_mark.line + 1))
                 self.key_line[child] = key_node.start_mark.line + 1
-                self.walk(value_node, child)
+                self.walk(value_node, child, stack)
         elif isinstance(node, yaml.SequenceNode):
             for index, item in enumerate(node.value):
                 self.key_line[(*loc, index)] = item.start_mark.line + 1
-                self.walk(item, (*loc, index))
+                self.walk(item, (*loc, index), stack)
 
     def line(self, loc: Loc) -> int:
         """The line of ``loc``'s key, else of the nearest enclosing key that exists."""

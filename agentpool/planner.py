@@ -11,6 +11,7 @@ are pure as well (they return a new memory).
 from __future__ import annotations
 
 import hashlib
+import operator
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field, fields
@@ -300,23 +301,22 @@ class _Pass:
 
     def adopt(self) -> None:
         """After a restart memory is empty: agents are whatever has both a container and a node."""
+        held = {(v.host, v.agent): v.name for v in self.volumes if not v.free}
         for name, container in self.containers.items():
             node = self.our_nodes.get(name)
             if name in self.mem.agents or node is None:
                 continue
             pool = self.pools.get(container.pool)
-            volume = next(
-                (v.name for v in self.volumes if v.agent == name and v.host == container.host and not v.free),
-                "",
-            )
+            connected = not node.offline or node.busy
             self.mem.agents[name] = AgentMemory(
                 name=name,
                 pool=container.pool,
                 host=container.host,
                 launched_at=container.created,
+                online_at=self.now if connected else None,
                 # a one-shot agent found idle and offline has done its build (we cordoned it)
                 builds_started=1 if pool and pool.one_shot and node.temporarily_offline else 0,
-                volume=volume,
+                volume=held.get((container.host, name), ""),
             )
 
     def agents(self) -> None:
@@ -351,11 +351,22 @@ class _Pass:
             )
             return
         self.host_count[am.host] = self.host_count.get(am.host, 0) + 1
-        if node is None:
-            self.reap(am, Reason.LOST, "its Jenkins node was deleted", check_idle=False)
-            return
         if tally is not None:
             tally.agents += 1
+        if node is None:
+            # Deleted in Jenkins (or missing from one answer): the agent can never connect.
+            missing_since = am.offline_since if am.offline_since is not None else self.now
+            am.offline_since = missing_since
+            if self.now - missing_since >= ORPHAN_GRACE:
+                self.reap(
+                    am,
+                    Reason.LOST,
+                    f"its Jenkins node is gone for {self.now - missing_since:.0f}s",
+                    check_idle=False,
+                )
+                if tally is not None:
+                    tally.agents -= 1
+            return
         # A temporarily offline node may or may not be connected (Jenkins does not say): its
         # executors decide, and an idle one is reaped through the idle rules, never forced.
         connected = not node.offline or node.temporarily_offline or node.busy
@@ -425,7 +436,8 @@ class _Pass:
                 "one-shot agent finished its build",
                 check_idle=not node.temporarily_offline,
             )
-            tally.agents -= 1
+            if node.temporarily_offline:
+                tally.agents -= 1  # gone for sure; a re-checked one might stay after all
             return
         tally.idle_agents.append(am)
         if not node.temporarily_offline:
@@ -454,7 +466,6 @@ class _Pass:
                     check_idle=True,
                 )
                 remaining -= 1
-                tally.agents -= 1
                 node = self.nodes.get(am.name)
                 if node is not None and not node.temporarily_offline:
                     tally.idle_slots -= node.idle_executors
@@ -626,9 +637,12 @@ class _Pass:
             if slots:
                 key = node.labels - {name}
                 foreign[key] = foreign.get(key, 0) + slots
+        oldest_first = operator.attrgetter("in_queue_since", "id")
+        for items in groups.values():
+            items.sort(key=oldest_first)
         ordered = sorted(
             ((label, items) for label, items in groups.items() if label is not None),
-            key=lambda pair: min(i.in_queue_since for i in pair[1]),
+            key=lambda pair: oldest_first(pair[1][0]),
         )
         for label, items in ordered:
             expr = _expr(label) if label else None
@@ -669,8 +683,9 @@ class _Pass:
                     tally.starting_slots -= used
                     waiting -= used
             if waiting:
-                newest = sorted(items, key=lambda i: (i.in_queue_since, i.id))[len(items) - waiting :]
-                self.unserved.extend(Unserved(i.id, i.task_name, i.label, why) for i in newest)
+                self.unserved.extend(
+                    Unserved(i.id, i.task_name, label, why) for i in items[len(items) - waiting :]
+                )
         unknown = groups.get(None)
         if unknown:
             self.probe(unknown)

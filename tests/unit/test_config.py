@@ -287,3 +287,8 @@ def test_shipped_configs_are_valid(monkeypatch: pytest.MonkeyPatch, tmp_path: Pa
     (tmp_path / "example.yaml").write_text(example.replace("/etc/agentpool/jenkins.token", "jenkins.token"))
     config = load_config(tmp_path / "example.yaml")
     assert config.pools[0].memory == 4 * 1024**3
+
+
+def test_recursive_yaml_alias_is_an_error_not_a_hang() -> None:
+    errors = errors_of(MINIMAL + "metrics: &m {listen: *m}\n")
+    assert errors and errors[0].startswith("agentpool.yaml:9: metrics.listen: ")

@@ -399,10 +399,15 @@ def test_lost_agents(
     )
 
 
-def test_node_deleted_in_jenkins_means_lost() -> None:
-    mem = memory(known(A1))
-    p, _ = plan(observed([], [], [container(A1)]), config(), mem, T0)
+def test_node_deleted_in_jenkins_means_lost_after_a_grace() -> None:
+    obs = observed(items(1), [], [container(A1)])
+    p, mem = plan(obs, config({"max_agents": 1}), memory(known(A1)), T0)
+    assert p.actions == ()  # one answer without the node is not enough; the agent still counts
+    p, mem = plan(obs, config({"max_agents": 1}), mem, T0 + 59)
+    assert p.actions == ()
+    p, mem = plan(obs, config({"max_agents": 1}), mem, T0 + 60)
     assert [(r.reason, r.check_idle) for r in reaps(p)] == [(Reason.LOST, False)]
+    assert len(provisions(p)) == 1
 
 
 def test_lost_agents_free_their_capacity() -> None:
@@ -622,3 +627,43 @@ def test_agent_states() -> None:
     assert agent_state(a, node(A1, busy=1)).value == "busy"
     assert agent_state(a, node(A1, temp_offline=True)).value == "draining"
     assert agent_state(known(A1, online_at=None), node(A1, online=False)).value == "starting"
+
+
+def test_disconnected_agent_waits_launch_timeout_then_is_lost() -> None:
+    mem = memory(known(A1, idle_since=T0 - 50))
+    obs = observed([], [node(A1, online=False)], [container(A1)])
+    p, mem = plan(obs, config(), mem, T0)
+    assert p.actions == () and mem.agents[A1].offline_since == T0
+    p, mem = plan(obs, config(), mem, T0 + 179)
+    assert p.actions == ()
+    p, mem = plan(obs, config(), mem, T0 + 180)
+    assert [(r.reason, r.check_idle, r.count_launch_failure) for r in reaps(p)] == [
+        (Reason.LOST, False, False)
+    ]
+    # reconnecting in time clears it
+    _, mem = plan(observed([], [node(A1)], [container(A1)]), config(), memory(known(A1)), T0)
+    assert mem.agents[A1].offline_since is None
+
+
+def test_agents_on_an_unreachable_host_still_count_against_the_pool_cap() -> None:
+    hosts = [{"name": "h1", "url": "unix:///1"}, {"name": "h2", "url": "unix:///2"}]
+    mem = memory(known(A1, host="h1"), known(A2, host="h1"))
+    obs = observed(items(5), [node(A1, busy=1), node(A2, busy=1)], hosts=("h1", "h2"), unreachable=("h1",))
+    p, _ = plan(obs, config({"max_agents": 3}, hosts=hosts), mem, T0)
+    assert [a.host for a in provisions(p)] == ["h2"]
+
+
+def test_spill_over_reports_the_best_pools_reason() -> None:
+    cfg = config(
+        {"name": "a", "max_agents": 1}, {"name": "b", "labels": ["docker", "linux", "big"], "max_agents": 1}
+    )
+    p, _ = plan(observed(items(3)), cfg, Memory(), T0)
+    assert sorted(a.pool for a in provisions(p)) == ["a", "b"]
+    assert [u.why for u in p.unserved] == ["cap reached (pool a: max_agents 1)"]
+    assert p.unserved[0].item_id == 3  # the newest waits
+
+
+def test_unlabelled_items_do_not_count_on_foreign_nodes() -> None:
+    # their mode (NORMAL or EXCLUSIVE) is not exported: an EXCLUSIVE one would never take the item
+    p, _ = plan(observed(items(1, ""), [node("static-1")]), config({"exclusive": False}), Memory(), T0)
+    assert len(provisions(p)) == 1
