@@ -393,9 +393,9 @@ class Daemon:
                     self.reload()
         finally:
             log.info("stopping: finishing the current pass; agents keep running")
+            self._scheduler.shutdown(wait=True)
             if self.service is not None:
                 self.service.stopping()
-            self._scheduler.shutdown(wait=True)
             if self.service is not None:
                 self.service.stop()
             self.engine.close()

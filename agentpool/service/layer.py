@@ -35,6 +35,7 @@ class ServiceLayer(Hooks):
         self.http: ServiceHTTP | None = None
         self.daemon: Daemon | None = None
         self._ready = False
+        self._stopping = False  # after STOPPING=1, the pass being finished notifies nothing more
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -57,6 +58,7 @@ class ServiceLayer(Hooks):
         self.notifier.status("config reloaded")
 
     def stopping(self) -> None:
+        self._stopping = True
         self.notifier.stopping()
 
     def stop(self) -> None:
@@ -88,6 +90,9 @@ class ServiceLayer(Hooks):
         m.set_waiting(report.plan.demand)
         if report.ok:
             m.pass_succeeded(time.time())
+        if self._stopping:
+            return
+        if report.ok:
             if not self._ready:
                 self._ready = True
                 self.notifier.ready()

@@ -9,6 +9,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import docker
@@ -56,13 +57,20 @@ def test_daemon_notifies_serves_metrics_reloads_and_drains_without_killing_a_bui
     notify.bind(str(notify_path))
     notify.settimeout(0.2)
     messages: list[str] = []
+    stop_reading = threading.Event()
 
-    def drain_notify() -> list[str]:
-        while True:
+    def read_notify() -> None:  # as systemd does: read every message as it comes
+        while not stop_reading.is_set():
             try:
                 messages.append(notify.recv(4096).decode())
             except TimeoutError:
-                return messages
+                continue
+
+    reader = threading.Thread(target=read_notify, daemon=True)
+    reader.start()
+
+    def drain_notify() -> list[str]:
+        return list(messages)
 
     log_path = tmp_path / "daemon.log"
     daemon = subprocess.Popen(
@@ -115,8 +123,10 @@ def test_daemon_notifies_serves_metrics_reloads_and_drains_without_killing_a_bui
     finally:
         if daemon.poll() is None:
             daemon.kill()
+        stop_reading.set()
+        reader.join(5)
         notify.close()
-    seen = drain_notify()
+        seen = list(messages)
     kinds = [m.split("=", 1)[0] for m in seen]
     assert kinds[0] == "READY"
     assert "WATCHDOG" in kinds and "STATUS" in kinds
