@@ -168,6 +168,10 @@ class Memory:
     orphan_seen: dict[str, float] = field(default_factory=dict)
     # queue item id -> epoch seconds first seen waiting (for the queued → online histogram)
     item_first_seen: dict[int, float] = field(default_factory=dict)
+    # queue item id -> label expression last seen for it. Jenkins hides Pipeline items'
+    # labels whenever no agent node exists (e.g. right after the last agent was reaped); the
+    # label seen while one existed still holds, since an item's label never changes.
+    item_labels: dict[int, str] = field(default_factory=dict)
 
 
 class Reason(StrEnum):

@@ -14,7 +14,7 @@ import hashlib
 import operator
 import re
 from collections.abc import Iterable
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 
 from agentpool.config import Config, PoolConfig
 from agentpool.labels import Expr, LabelSyntaxError, parse
@@ -79,6 +79,7 @@ def copy_memory(memory: Memory) -> Memory:
         },
         orphan_seen=dict(memory.orphan_seen),
         item_first_seen=dict(memory.item_first_seen),
+        item_labels=dict(memory.item_labels),
     )
 
 
@@ -605,6 +606,20 @@ class _Pass:
                     )
                 )
 
+    def remember_labels(self, queue: tuple[QueueItem, ...]) -> tuple[QueueItem, ...]:
+        """Fill in hidden labels from earlier passes; remember the ones visible now."""
+        known = self.mem.item_labels
+        labels: dict[int, str] = {}
+        items = []
+        for item in queue:
+            if item.label is None and item.id in known:
+                item = replace(item, label=known[item.id])
+            if item.label is not None:
+                labels[item.id] = item.label
+            items.append(item)
+        self.mem.item_labels = labels
+        return tuple(items)
+
     def route(self, queue: tuple[QueueItem, ...]) -> dict[str | None, list[QueueItem]]:
         groups: dict[str | None, list[QueueItem]] = {}
         buildable = ItemKind.BUILDABLE
@@ -721,6 +736,7 @@ class _Pass:
         if queue is not None:
             seen = self.mem.item_first_seen
             self.mem.item_first_seen = {i.id: seen.get(i.id, self.now) for i in queue}
+            queue = self.remember_labels(queue)
             groups = self.route(queue)
         else:
             groups = {}

@@ -328,10 +328,17 @@ def test_idle_agents_of_a_pool_with_waiting_items_are_kept() -> None:
 
 
 def test_copy_memory_covers_every_field() -> None:
-    assert [f.name for f in fields(Memory)] == ["agents", "pools", "orphan_seen", "item_first_seen"]
+    assert [f.name for f in fields(Memory)] == [
+        "agents",
+        "pools",
+        "orphan_seen",
+        "item_first_seen",
+        "item_labels",
+    ]
     mem = memory(known(A1, idle_since=T0), pools={"dind": PoolMemory(3, T0, True)})
     mem.orphan_seen["node:x"] = T0
     mem.item_first_seen[1] = T0
+    mem.item_labels[1] = "docker"
     out = copy_memory(mem)
     assert out == mem and out.agents[A1] is not mem.agents[A1] and out.pools["dind"] is not mem.pools["dind"]
 
@@ -585,6 +592,22 @@ def test_hidden_labels_start_one_agent_to_reveal_them() -> None:
     obs = observed(items(4, None), [node(probe.agent, online=False)], [container(probe.agent, pool="first")])
     p, _ = plan(obs, cfg, mem, T0 + 2)
     assert p.actions == ()
+
+
+def test_labels_seen_once_survive_their_hiding() -> None:
+    """After the last agent is reaped Jenkins hides labels again; an item whose label no pool
+    serves must not start a probe agent every idle_timeout."""
+    cfg = config()
+    _, mem = plan(
+        observed([item(7, "windows")], [node("static-1", ("windows-old",), online=False)]), cfg, Memory(), T0
+    )
+    assert mem.item_labels == {7: "windows"}
+    p, mem = plan(observed([item(7, None)]), cfg, mem, T0 + 5)
+    assert provisions(p) == []
+    assert [(u.label, u.why) for u in p.unserved] == [("windows", "no pool matches")]
+    # an item that left the queue is forgotten
+    _, mem = plan(observed([]), cfg, mem, T0 + 10)
+    assert mem.item_labels == {}
 
 
 def test_unknown_label_while_nodes_exist_is_not_probed() -> None:
