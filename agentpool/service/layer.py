@@ -92,10 +92,9 @@ class ServiceLayer(Hooks):
             m.pass_succeeded(time.time())
         if self._stopping:
             return
-        if report.ok:
-            if not self._ready:
-                self._ready = True
-                self.notifier.ready()
+        if report.ok and not self._ready:
+            self._ready = True
+            self.notifier.ready()
         self.notifier.watchdog()
         self.notifier.status(summary(states, sum(report.plan.demand.values()), report))
 
