@@ -135,8 +135,10 @@ class Engine:
             plan, memory = planner.plan(observed, self.config, self.memory, now)
             self._log_new_online(self.memory, memory)
             report = PassReport(started=started, duration=0.0, observed=observed, plan=plan)
+            # Without execute (`status` with no daemon running) the memory still adopts what
+            # was observed, so the agents can be shown; nothing is done about them.
+            self.memory = memory
             if execute:
-                self.memory = memory
                 report.outcomes = self.executor.execute(plan.actions)
                 for outcome in report.outcomes:
                     self._apply(outcome)
