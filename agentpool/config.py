@@ -393,8 +393,7 @@ def load_config_text(text: str, name: str = "<config>") -> Config:
             err(loc, _message(e, loc))
         raise ConfigError(errors()) from None
     _cross_check(config, err)
-    if not found:
-        config = _resolve_token(config, name, err)
+    config = _resolve_token(config, name, err)
     if found:
         raise ConfigError(errors())
     return config
