@@ -58,15 +58,19 @@ def main(argv: list[str] | None = None) -> int:
     controller.start()
     say(f"Jenkins-compatible controller at {config.jenkins.url} (agents reach it at {controller.url})")
     engine = Engine(config)
+    ok = False
     try:
         with ArtifactServer(client, {"busybox": BUSYBOX}) as artifacts:
-            return run_demo(
+            ok = run_demo(
                 engine, config.jenkins.url, config.jenkins.user, token, artifacts, client, args.timeout
             )
     finally:
+        if not ok:
+            clean_up(engine, client)
         engine.close()
         controller.stop()
         client.close()
+    return 0 if ok else 1
 
 
 def run_demo(
@@ -77,7 +81,7 @@ def run_demo(
     artifacts: ArtifactServer,
     client: docker.DockerClient,
     timeout: float,
-) -> int:
+) -> bool:
     server = jenkins.Jenkins(url, username=user, password=token, timeout=10)
     script = artifacts.docker_run_script(
         "busybox", BUSYBOX, "sh -c 'echo hello from a container inside $(hostname)'"
@@ -101,11 +105,12 @@ def run_demo(
             if result is None:
                 try:
                     info = server.get_build_info(job, 1)
-                except jenkins.NotFoundException:
+                except jenkins.JenkinsException:  # not started yet: python-jenkins' word for 404
                     continue
                 if info.get("result"):
                     jobs[job] = info["result"]
-                    say(f"{job} #1 finished: {info['result']} on {info.get('builtOn', '?')}")
+                    where = f" on {info['builtOn']}" if info.get("builtOn") else ""
+                    say(f"{job} #1 finished: {info['result']}{where}")
                     for line in server.get_build_console_output(job, 1).splitlines():
                         print(f"    | {line}")
         if all(jobs.values()) and not engine.memory.agents:
@@ -123,7 +128,24 @@ def run_demo(
     say(f"left behind: {left}")
     ok = all(r == "SUCCESS" for r in jobs.values()) and not any(left.values())
     say("demo " + ("succeeded" if ok else f"FAILED: results={jobs}"))
-    return 0 if ok else 1
+    return ok
+
+
+def clean_up(engine: Engine, client: docker.DockerClient) -> None:
+    """After a failed or interrupted demo: drain, then remove whatever of the demo is left."""
+    say("cleaning up")
+    try:
+        engine.set_draining(None, True)
+        deadline = time.monotonic() + 30
+        while engine.memory.agents and time.monotonic() < deadline:
+            engine.run_pass()
+            time.sleep(1)
+    finally:
+        label = f"agentpool.instance={engine.config.instance}"
+        for container in client.containers.list(all=True, filters={"label": label}):
+            container.remove(force=True, v=True)
+        for volume in client.volumes.list(filters={"label": label}):
+            volume.remove(force=True)
 
 
 if __name__ == "__main__":

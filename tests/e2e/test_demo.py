@@ -1,0 +1,30 @@
+"""The README's demo command does what the README says, end to end (it listens on 127.0.0.1:8080
+and 172.17.0.1:8080 as config/demo.yaml says, so it runs once, on its own)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from .conftest import REPO
+
+pytestmark = pytest.mark.docker
+
+
+def test_demo_provisions_runs_nested_docker_reaps_and_leaves_nothing() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "agentpool.demo", "--timeout", "240"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    out = result.stdout
+    assert result.returncode == 0, out + result.stderr[-3000:]
+    assert "hello from a container inside" in out
+    assert "demo-freestyle #1 finished: SUCCESS" in out and "demo-pipeline #1 finished: SUCCESS" in out
+    assert "left behind: {'containers': [], 'volumes': [], 'nodes': []}" in out
+    assert "demo succeeded" in out
