@@ -182,6 +182,8 @@ class Executor:
         agent = action.agent
         if action.check_idle:
             try:
+                # Offline already (an admin, or our cordon): not ours to bring back online.
+                was_offline = self.jenkins.read_node(agent).temporarily_offline
                 node = self.jenkins.set_temporarily_offline(
                     agent, True, f"agentpool: removing this agent ({action.reason.value})"
                 )
@@ -190,7 +192,8 @@ class Executor:
                     raise
             else:
                 if node.busy:
-                    self.jenkins.set_temporarily_offline(agent, False)
+                    if not was_offline:
+                        self.jenkins.set_temporarily_offline(agent, False)
                     return Outcome(action, ok=True, removed=False)
         host = self.hosts.get(action.host)
         tail = ""

