@@ -205,7 +205,7 @@ class Executor:
         self.jenkins.delete_node(agent)
         if host is not None:
             host.remove_container(agent)
-            volume = volume or volume_name(agent)
+            volume = volume or action.volume or volume_name(agent)
             if not action.keep_volume:
                 host.remove_volume(volume)
         return Outcome(action, ok=True, removed=True, volume=volume or "", log_tail=tail)

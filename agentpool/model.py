@@ -219,6 +219,9 @@ class Reap:
     check_idle: bool = True
     keep_volume: bool = False
     count_launch_failure: bool = False
+    # The volume the agent was started on (a leased one is not named after the agent); the
+    # executor uses it when the container, which would tell, is gone.
+    volume: str = ""
 
 
 @dataclass(frozen=True, slots=True)

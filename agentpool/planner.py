@@ -294,6 +294,7 @@ class _Pass:
                 check_idle=check_idle,
                 keep_volume=keep,
                 count_launch_failure=count_launch_failure,
+                volume=agent.volume,
             )
         )
         self.reaped.add(agent.name)

@@ -14,7 +14,7 @@ import jenkins
 import pytest
 
 from agentpool.daemon import Engine
-from agentpool.model import Provision, Reap, Reason
+from agentpool.model import LABEL_AGENT, LABEL_INSTANCE, LABEL_POOL, Provision, Reap, Reason
 from agentpool.testing.jenkins import Controller
 from agentpool.testing.jobs import freestyle_xml
 
@@ -93,3 +93,29 @@ def test_container_that_fails_to_start_is_undone_with_node_and_volume(
     assert not outcome.ok and outcome.error_system == "docker", outcome
     assert "start container" in outcome.error
     assert leftovers(docker_client, jenkins_client, instance) == NOTHING
+
+
+def test_lost_agent_on_a_leased_volume_removes_that_volume(
+    controller: Controller,
+    jenkins_client: jenkins.Jenkins,
+    make_config: ConfigFactory,
+    docker_client: docker.DockerClient,
+    instance: str,
+    build_image: ImageFactory,
+) -> None:
+    image = build_image("silent", 'CMD ["sleep", "3600"]')
+    engine = Engine(make_config(image=image, docker_volume="reuse", max_agents=1))
+    old = f"{instance}-dind-0ld0ld"
+    cache = f"{old}-docker"
+    docker_client.volumes.create(
+        cache, labels={LABEL_INSTANCE: instance, LABEL_POOL: "dind", LABEL_AGENT: old}
+    )
+    jenkins_client.create_job("waits", freestyle_xml("docker", "true"))
+    jenkins_client.build_job("waits")
+    agent = drive(engine, lambda: next(iter(engine.memory.agents), None), "a provision", timeout=30)
+    assert engine.memory.agents[agent].volume == cache  # the free cache volume was leased
+    docker_client.containers.get(agent).remove(force=True)  # lost: its inner daemon died mid-write
+    report = engine.run_pass()
+    reaps = [o for o in report.outcomes if isinstance(o.action, Reap)]
+    assert [o.action.reason for o in reaps] == [Reason.LOST] and reaps[0].ok, report.outcomes
+    assert cache not in [v.name for v in docker_client.volumes.list()], "a lost agent's volume stays leasable"
