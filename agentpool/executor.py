@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 from agentpool.adapters.docker import AgentSpec, DockerHost
 from agentpool.adapters.jenkins import JenkinsAdapter
 from agentpool.errors import ExternalError
+from agentpool.logs import register_secret
 from agentpool.model import (
     LABEL_AGENT,
     LABEL_INSTANCE,
@@ -142,6 +143,7 @@ class Executor:
             )
             undo.append(("node", agent))
             secret = self.jenkins.agent_secret(agent)
+            register_secret(secret)  # its image may print it: masked in the log tails we keep
             if action.lease_volume and not host.volume_in_use(action.lease_volume):
                 volume = action.lease_volume
             else:

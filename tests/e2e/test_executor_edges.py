@@ -6,7 +6,9 @@ masked in our log even when its image prints it."""
 from __future__ import annotations
 
 import io
+import logging
 import tarfile
+import time
 from collections.abc import Callable, Iterator
 
 import docker
@@ -14,11 +16,12 @@ import jenkins
 import pytest
 
 from agentpool.daemon import Engine
+from agentpool.logs import setup_logging
 from agentpool.model import LABEL_AGENT, LABEL_INSTANCE, LABEL_POOL, Provision, Reap, Reason
 from agentpool.testing.jenkins import Controller
 from agentpool.testing.jobs import freestyle_xml
 
-from .conftest import BUSYBOX, ConfigFactory, drive, leftovers
+from .conftest import BUSYBOX, ConfigFactory, drive, leftovers, wait_for
 
 pytestmark = [pytest.mark.docker, pytest.mark.usefixtures("cleanup")]
 NOTHING: dict[str, list[str]] = {"containers": [], "volumes": [], "nodes": []}
@@ -119,3 +122,36 @@ def test_lost_agent_on_a_leased_volume_removes_that_volume(
     reaps = [o for o in report.outcomes if isinstance(o.action, Reap)]
     assert [o.action.reason for o in reaps] == [Reason.LOST] and reaps[0].ok, report.outcomes
     assert cache not in [v.name for v in docker_client.volumes.list()], "a lost agent's volume stays leasable"
+
+
+def test_agent_secret_printed_by_its_image_is_masked_in_our_log(
+    controller: Controller,
+    jenkins_client: jenkins.Jenkins,
+    make_config: ConfigFactory,
+    docker_client: docker.DockerClient,
+    instance: str,
+    build_image: ImageFactory,
+) -> None:
+    image = build_image("leaky", 'CMD ["sh", "-c", "echo starting with $JENKINS_SECRET; sleep 2; exit 1"]')
+    stream = io.StringIO()
+    handler = setup_logging("kv", "INFO", stream)
+    try:
+        engine = Engine(make_config(image=image, max_agents=1))
+        jenkins_client.create_job("waits", freestyle_xml("docker", "true"))
+        jenkins_client.build_job("waits")
+        agent = drive(engine, lambda: next(iter(engine.memory.agents), None), "a provision", timeout=30)
+        secret = controller.secret(agent)
+        wait_for(
+            "the agent container to exit", lambda: docker_client.containers.get(agent).status == "exited", 30
+        )
+        drive(engine, lambda: agent not in engine.memory.agents, "the lost agent to be reaped", timeout=30)
+        time.sleep(0.1)
+    finally:
+        logging.getLogger().removeHandler(handler)
+    text = stream.getvalue()
+    assert f"reaped agent={agent}" in text and "starting with" in text, text
+    assert secret not in text
+    jenkins_client.cancel_queue(jenkins_client.get_queue_info()[0]["id"])
+    drive(
+        engine, lambda: leftovers(docker_client, jenkins_client, instance) == NOTHING, "cleanup", timeout=60
+    )
