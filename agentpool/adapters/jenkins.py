@@ -31,7 +31,8 @@ QUEUE_TREE = (
 )
 NODES_TREE = (
     "computer[_class,displayName,offline,temporarilyOffline,offlineCauseReason,"
-    "assignedLabels[name],executors[idle,currentExecutable[url]]]"
+    "assignedLabels[name],executors[idle,currentExecutable[url]],"
+    "oneOffExecutors[idle,currentExecutable[url]]]"
 )
 _BUILT_IN_CLASSES = ("hudson.model.Hudson$MasterComputer", "jenkins.model.Jenkins$MasterComputer")
 _ALREADY_EXISTS = re.compile(r"already exists", re.IGNORECASE)
@@ -221,6 +222,14 @@ def node_from_json(raw: dict[str, Any]) -> Node:
             build_url=(e.get("currentExecutable") or {}).get("url"),
         )
         for e in raw.get("executors") or ()
+    )
+    # A Pipeline run (a flyweight task) holds a one-off executor, on an agent when the built-in
+    # node cannot take it: a busy one makes the node busy (deleting it would kill the run),
+    # but it is no slot for queued items.
+    executors += tuple(
+        Executor(idle=False, build_url=(e.get("currentExecutable") or {}).get("url"))
+        for e in raw.get("oneOffExecutors") or ()
+        if not e.get("idle", False)
     )
     return Node(
         name=str(raw["displayName"]),

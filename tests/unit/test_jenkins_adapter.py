@@ -3,9 +3,14 @@ writes, how many requests a read costs, and how failures are translated (never l
 
 from __future__ import annotations
 
+import http.server
+import json
 import secrets
+import threading
 import time
+import urllib.parse
 from collections.abc import Iterator
+from typing import Any
 
 import jenkins
 import pytest
@@ -127,3 +132,55 @@ def test_unreachable() -> None:
         adapter.read_nodes()
     assert caught.value.kind == "unreachable"
     assert "127.0.0.1:9" in str(caught.value)
+
+
+class _RealComputerSet(http.server.BaseHTTPRequestHandler):
+    """``/computer/api/json`` as real Jenkins answers it with ``tree=``: only what was asked for.
+
+    A Pipeline's flyweight task (the run itself) holds a one-off executor of the node it was
+    given, which may be an agent when the built-in node cannot take it; its regular executor
+    stays idle. Deleting that node interrupts the run.
+    """
+
+    def do_GET(self) -> None:
+        url = urllib.parse.urlsplit(self.path)
+        if url.path != "/computer/api/json":
+            self.send_error(404)
+            return
+        tree = urllib.parse.parse_qs(url.query).get("tree", [""])[0]
+        computer: dict[str, Any] = {
+            "_class": "hudson.slaves.SlaveComputer",
+            "displayName": "ap-dind-00000a",
+            "offline": False,
+            "temporarilyOffline": False,
+            "offlineCauseReason": "",
+            "assignedLabels": [{"name": "ap-dind-00000a"}, {"name": "docker"}],
+            "executors": [{"idle": True, "currentExecutable": None}],
+        }
+        if "oneOffExecutors" in tree:
+            computer["oneOffExecutors"] = [
+                {"idle": False, "currentExecutable": {"_class": "WorkflowRun", "url": "http://j/job/p/3/"}}
+            ]
+        body = json.dumps({"_class": "hudson.model.ComputerSet", "computer": [computer]}).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("X-Jenkins", "2.504")
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *_: Any) -> None:
+        pass
+
+
+def test_a_node_running_a_flyweight_task_is_busy() -> None:
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _RealComputerSet)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        adapter = JenkinsAdapter(f"http://127.0.0.1:{server.server_port}/", "admin", TOKEN, timeout=5)
+        (node,) = adapter.read_nodes()
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert node.busy, "a node whose one-off executor runs a Pipeline would be reaped"
+    assert node.idle_executors == 1  # the one-off executor is no slot for queued items
