@@ -100,9 +100,18 @@ class JenkinsAdapter:
         return self._call(what, lambda: json.loads(self._get(path)))
 
     def _post(self, what: str, path: str, data: dict[str, str] | None = None) -> None:
-        self._call(
-            what, lambda: self._server.jenkins_open(requests.Request("POST", self.url + path, data=data))
-        )
+        def post() -> None:
+            self._server.jenkins_open(requests.Request("POST", self.url + path, data=data))
+
+        try:
+            self._call(what, post)
+        except JenkinsError as exc:
+            # python-jenkins fetches the crumb once; with a password (not an API token) it is
+            # tied to a session that a controller restart ends. Fetch a new one, try again once.
+            if exc.kind != "forbidden" or "crumb" not in str(exc.__cause__).lower():
+                raise
+            self._server.crumb = None
+            self._call(what, post)
 
     @staticmethod
     def _node_path(name: str) -> str:

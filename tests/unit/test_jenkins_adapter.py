@@ -184,3 +184,19 @@ def test_a_node_running_a_flyweight_task_is_busy() -> None:
         server.server_close()
     assert node.busy, "a node whose one-off executor runs a Pipeline would be reaped"
     assert node.idle_executors == 1  # the one-off executor is no slot for queued items
+
+
+def test_a_stale_crumb_is_fetched_again() -> None:
+    """With a password (not an API token) every POST needs a crumb tied to the session; after a
+    controller restart the session, and so the cached crumb, is gone."""
+    password = secrets.token_hex(8)
+    ctl = Controller(listen="127.0.0.1:0", user="admin", token=TOKEN, password=password)
+    ctl.start()
+    try:
+        adapter = JenkinsAdapter(ctl.url, "admin", password, timeout=5)
+        make_agent(adapter, "ap-dind-00000b", ["docker"])
+        adapter.request_session.cookies.clear()  # the controller restarted: new session
+        adapter.delete_node("ap-dind-00000b")
+        assert adapter.read_nodes() == ()
+    finally:
+        ctl.stop()
