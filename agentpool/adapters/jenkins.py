@@ -164,7 +164,11 @@ class JenkinsAdapter:
         websocket: bool,
         description: str,
     ) -> None:
-        """Create an inbound agent node; an existing node of that name counts as created."""
+        """Create an inbound agent node; one of that name exists already → JenkinsError "conflict".
+
+        An existing node is never taken as ours: it may be another daemon's or an admin's, and
+        a failed provision would delete it.
+        """
         payload = {
             "nodeDescription": description,
             "numExecutors": executors,
@@ -176,11 +180,7 @@ class JenkinsAdapter:
             "launcher": {"stapler-class": LAUNCHER_JNLP, "webSocket": websocket},
         }
         form = {"name": name, "type": "hudson.slaves.DumbSlave$DescriptorImpl", "json": json.dumps(payload)}
-        try:
-            self._post(f"create node {name}", "computer/doCreateItem", form)
-        except JenkinsError as exc:
-            if exc.kind != "conflict":
-                raise
+        self._post(f"create node {name}", "computer/doCreateItem", form)
 
     def agent_secret(self, name: str) -> str:
         """The node's inbound secret, read from its JNLP file (python-jenkins has no call for it)."""

@@ -155,3 +155,30 @@ def test_agent_secret_printed_by_its_image_is_masked_in_our_log(
     drive(
         engine, lambda: leftovers(docker_client, jenkins_client, instance) == NOTHING, "cleanup", timeout=60
     )
+
+
+def test_provision_never_takes_over_a_node_that_exists_already(
+    controller: Controller,
+    jenkins_client: jenkins.Jenkins,
+    make_config: ConfigFactory,
+    docker_client: docker.DockerClient,
+    instance: str,
+) -> None:
+    engine = Engine(make_config())
+    name = f"{instance}-dind-5eed00"  # made by someone else (another daemon, an admin)
+    jenkins_client.create_node(
+        name,
+        numExecutors=1,
+        nodeDescription="not agentpool's",
+        labels="docker",
+        launcher=jenkins.LAUNCHER_JNLP,
+        launcher_params={},
+    )
+    outcome = engine.executor.perform(Provision("dind", "local", name, Reason.DEMAND, "test"))
+    assert not outcome.ok and outcome.error_kind == "conflict", outcome
+    assert jenkins_client.node_exists(name), "the existing node was deleted by the undo"
+    assert leftovers(docker_client, jenkins_client, instance) == {
+        "containers": [],
+        "volumes": [],
+        "nodes": [name],
+    }

@@ -55,7 +55,9 @@ def make_agent(adapter: JenkinsAdapter, name: str, labels: list[str]) -> None:
 
 def test_node_life_cycle(adapter: JenkinsAdapter, controller: Controller) -> None:
     make_agent(adapter, "ap-dind-000001", ["docker", "linux"])
-    make_agent(adapter, "ap-dind-000001", ["docker", "linux"])  # "already exists" counts as created
+    with pytest.raises(JenkinsError) as caught:  # never taken over: it may not be ours
+        make_agent(adapter, "ap-dind-000001", ["docker", "linux"])
+    assert caught.value.kind == "conflict" and "already exists" in str(caught.value)
     (node,) = adapter.read_nodes()
     assert node.name == "ap-dind-000001"
     assert node.labels == {"ap-dind-000001", "docker", "linux"}
