@@ -329,7 +329,9 @@ class Daemon:
             self._skip_until = 0.0
         else:
             self._failures += 1
-            delay = min(self.engine.config.poll_interval * 2 ** (self._failures - 1), self.MAX_BACKOFF)
+            # The exponent is capped: 2 ** 1024 overflows a float after ~17 h of outage.
+            doublings = min(self._failures - 1, 16)
+            delay = min(self.engine.config.poll_interval * 2**doublings, self.MAX_BACKOFF)
             self._skip_until = time.time() + delay
             log.warning(
                 "pass incomplete, backing off failures=%d next_in=%.0fs error=%r",
