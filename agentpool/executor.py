@@ -150,27 +150,18 @@ class Executor:
                 volume = volume_name(agent)
                 host.create_volume(volume, self._labels(pool.name, agent))
                 undo.append(("volume", volume))
-            undo.append(("container", agent))
+            # No undo by name for the container: a create refused for its name ("conflict")
+            # would remove someone else's container; start_agent removes its own by id.
             container_id = host.start_agent(self._spec(pool, agent, volume, secret))
         except ExternalError as exc:
-            tail = host.logs_tail(agent) if ("container", agent) in undo else ""
             self._undo(host, undo)
-            return Outcome(
-                action,
-                ok=False,
-                error=str(exc),
-                error_system=exc.system,
-                error_kind=exc.kind,
-                log_tail=tail,
-            )
+            return Outcome(action, ok=False, error=str(exc), error_system=exc.system, error_kind=exc.kind)
         return Outcome(action, ok=True, container_id=container_id, volume=volume)
 
     def _undo(self, host: DockerHost, undo: list[tuple[str, object]]) -> None:
         for kind, name in reversed(undo):
             try:
-                if kind == "container":
-                    host.remove_container(str(name), stop_timeout=2)
-                elif kind == "volume":
+                if kind == "volume":
                     host.remove_volume(str(name))
                 else:
                     self.jenkins.delete_node(str(name))

@@ -10,6 +10,7 @@ on removal counts as done: every call is safe to repeat. Failures leave as
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -221,7 +222,7 @@ class DockerHost:
         return bool(found)
 
     def start_agent(self, spec: AgentSpec) -> str:
-        """Create and start the agent container; return its id."""
+        """Create and start the agent container; return its id. One that fails to start is removed."""
         api = self.client.api
         host_config = api.create_host_config(
             binds={spec.volume: {"bind": DOCKER_DIR, "mode": "rw"}},
@@ -243,7 +244,13 @@ class DockerHost:
             ),
         )
         container_id = str(created["Id"])
-        self._call(f"start container {spec.name}", lambda: api.start(container_id))
+        try:
+            self._call(f"start container {spec.name}", lambda: api.start(container_id))
+        except DockerError:
+            # Removed by id: the container created just now, never another one of that name.
+            with contextlib.suppress(DockerError):
+                self.remove_container(container_id, stop_timeout=2)
+            raise
         return container_id
 
     def remove_container(self, container: str, stop_timeout: int = 10) -> None:

@@ -5,6 +5,7 @@ masked in our log even when its image prints it."""
 
 from __future__ import annotations
 
+import contextlib
 import io
 import logging
 import tarfile
@@ -182,3 +183,23 @@ def test_provision_never_takes_over_a_node_that_exists_already(
         "volumes": [],
         "nodes": [name],
     }
+
+
+def test_provision_never_removes_a_container_it_did_not_create(
+    controller: Controller,
+    jenkins_client: jenkins.Jenkins,
+    make_config: ConfigFactory,
+    docker_client: docker.DockerClient,
+    instance: str,
+) -> None:
+    engine = Engine(make_config())
+    name = f"{instance}-dind-c0ffee"
+    foreign = docker_client.containers.create(BUSYBOX, ["sleep", "60"], name=name)  # not ours
+    try:
+        outcome = engine.executor.perform(Provision("dind", "local", name, Reason.DEMAND, "test"))
+        assert not outcome.ok and outcome.error_kind == "conflict", outcome
+        foreign.reload()  # raises NotFound when the undo removed it
+        assert leftovers(docker_client, jenkins_client, instance) == NOTHING
+    finally:
+        with contextlib.suppress(docker.errors.NotFound):
+            foreign.remove(force=True)
