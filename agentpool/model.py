@@ -90,6 +90,7 @@ class Container:
     pool: str
     state: ContainerState
     created: float  # epoch seconds
+    volume: str = ""  # mounted at /var/lib/docker: a leased one is named after an earlier agent
 
 
 @dataclass(frozen=True, slots=True)

@@ -318,7 +318,7 @@ class _Pass:
                 online_at=self.now if connected else None,
                 # a one-shot agent found idle and offline has done its build (we cordoned it)
                 builds_started=1 if pool and pool.one_shot and node.temporarily_offline else 0,
-                volume=held.get((container.host, name), ""),
+                volume=container.volume or held.get((container.host, name), ""),
             )
 
     def agents(self) -> None:

@@ -129,9 +129,12 @@ class DockerHost:
         mounted: set[str] = set()
         for raw in raw_containers:
             labels = raw.get("Labels") or {}
+            docker_volume = ""
             for mount in raw.get("Mounts") or ():
                 if mount.get("Type") == "volume" and mount.get("Name"):
                     mounted.add(mount["Name"])
+                    if mount.get("Destination") == DOCKER_DIR:
+                        docker_volume = str(mount["Name"])
             names = raw.get("Names") or ["/" + labels.get(LABEL_AGENT, raw["Id"][:12])]
             try:
                 state = ContainerState(raw.get("State", "dead"))
@@ -146,6 +149,7 @@ class DockerHost:
                     pool=labels.get(LABEL_POOL, ""),
                     state=state,
                     created=float(raw.get("Created", 0)),
+                    volume=docker_volume,
                 )
             )
         volumes = []

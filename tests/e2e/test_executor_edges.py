@@ -18,7 +18,7 @@ import pytest
 
 from agentpool.daemon import Engine
 from agentpool.logs import setup_logging
-from agentpool.model import LABEL_AGENT, LABEL_INSTANCE, LABEL_POOL, Provision, Reap, Reason
+from agentpool.model import LABEL_AGENT, LABEL_INSTANCE, LABEL_POOL, Provision, Reap, Reason, RemoveOrphan
 from agentpool.testing.jenkins import Controller
 from agentpool.testing.jobs import freestyle_xml
 
@@ -203,3 +203,34 @@ def test_provision_never_removes_a_container_it_did_not_create(
     finally:
         with contextlib.suppress(docker.errors.NotFound):
             foreign.remove(force=True)
+
+
+def test_after_a_restart_a_leased_volume_in_use_is_no_orphan(
+    controller: Controller,
+    jenkins_client: jenkins.Jenkins,
+    make_config: ConfigFactory,
+    docker_client: docker.DockerClient,
+    instance: str,
+    build_image: ImageFactory,
+) -> None:
+    image = build_image("silent", 'CMD ["sleep", "3600"]')
+    config = make_config(image=image, docker_volume="reuse", max_agents=1, launch_timeout="1h")
+    old = f"{instance}-dind-0ld0ld"
+    cache = f"{old}-docker"
+    docker_client.volumes.create(
+        cache, labels={LABEL_INSTANCE: instance, LABEL_POOL: "dind", LABEL_AGENT: old}
+    )
+    jenkins_client.create_job("waits", freestyle_xml("docker", "true"))
+    jenkins_client.build_job("waits")
+    first = Engine(config)
+    agent = drive(first, lambda: next(iter(first.memory.agents), None), "a provision", timeout=30)
+    assert first.memory.agents[agent].volume == cache
+
+    clock = [time.time()]
+    restarted = Engine(config, clock=lambda: clock[0])  # no state file: adopts what it finds
+    for _ in range(3):  # past the orphan grace period, seen on consecutive passes
+        report = restarted.run_pass()
+        removals = [a for a in report.plan.actions if isinstance(a, RemoveOrphan)]
+        assert removals == [], removals
+        clock[0] += 70
+    assert restarted.memory.agents[agent].volume == cache
