@@ -22,13 +22,10 @@ from defusedxml import ElementTree as ET
 
 from agentpool.errors import JenkinsError
 from agentpool.model import Executor, Node, QueueItem
-from agentpool.why import item_from_raw
+from agentpool.why import QUEUE_TREE, item_from_raw
 
 T = TypeVar("T")
 
-QUEUE_TREE = (
-    "items[_class,id,why,inQueueSince,buildable,blocked,pending,stuck,task[_class,name,url,labelExpression]]"
-)
 NODES_TREE = (
     "computer[_class,displayName,offline,temporarilyOffline,offlineCauseReason,"
     "assignedLabels[name],executors[idle,currentExecutable[url]],"

@@ -136,8 +136,9 @@ def test_unreachable() -> None:
     assert "127.0.0.1:9" in str(caught.value)
 
 
-class _RealComputerSet(http.server.BaseHTTPRequestHandler):
-    """``/computer/api/json`` as real Jenkins answers it with ``tree=``: only what was asked for.
+class _RealJenkins(http.server.BaseHTTPRequestHandler):
+    """``/computer/api/json`` and ``/queue/api/json`` as real Jenkins answers them with ``tree=``:
+    only what was asked for.
 
     A Pipeline's flyweight task (the run itself) holds a one-off executor of the node it was
     given, which may be an agent when the built-in node cannot take it; its regular executor
@@ -146,10 +147,13 @@ class _RealComputerSet(http.server.BaseHTTPRequestHandler):
 
     def do_GET(self) -> None:
         url = urllib.parse.urlsplit(self.path)
+        tree = urllib.parse.parse_qs(url.query).get("tree", [""])[0]
+        if url.path == "/queue/api/json":
+            self._queue(tree)
+            return
         if url.path != "/computer/api/json":
             self.send_error(404)
             return
-        tree = urllib.parse.parse_qs(url.query).get("tree", [""])[0]
         computer: dict[str, Any] = {
             "_class": "hudson.slaves.SlaveComputer",
             "displayName": "ap-dind-00000a",
@@ -163,7 +167,33 @@ class _RealComputerSet(http.server.BaseHTTPRequestHandler):
             computer["oneOffExecutors"] = [
                 {"idle": False, "currentExecutable": {"_class": "WorkflowRun", "url": "http://j/job/p/3/"}}
             ]
-        body = json.dumps({"_class": "hudson.model.ComputerSet", "computer": [computer]}).encode()
+        self._send({"_class": "hudson.model.ComputerSet", "computer": [computer]})
+
+    def _queue(self, tree: str) -> None:
+        """A freestyle job in a folder: ``name`` is ambiguous, ``fullDisplayName`` is not."""
+        task: dict[str, Any] = {
+            "_class": "hudson.model.FreeStyleProject",
+            "name": "app",
+            "url": "http://j/job/team-a/job/app/",
+            "labelExpression": "docker",
+        }
+        if "fullDisplayName" in tree:
+            task["fullDisplayName"] = "team-a » app"
+        item = {
+            "_class": "hudson.model.Queue$BuildableItem",
+            "id": 7,
+            "why": "Waiting for next available executor on ‘docker’",
+            "inQueueSince": 1717000000000,
+            "buildable": True,
+            "blocked": False,
+            "pending": False,
+            "stuck": False,
+            "task": task,
+        }
+        self._send({"_class": "hudson.model.Queue", "items": [item]})
+
+    def _send(self, data: dict[str, Any]) -> None:
+        body = json.dumps(data).encode()
         self.send_response(200)
         self.send_header("Content-Type", "application/json")
         self.send_header("X-Jenkins", "2.504")
@@ -175,7 +205,7 @@ class _RealComputerSet(http.server.BaseHTTPRequestHandler):
 
 
 def test_a_node_running_a_flyweight_task_is_busy() -> None:
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _RealComputerSet)
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _RealJenkins)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:
@@ -202,3 +232,17 @@ def test_a_stale_crumb_is_fetched_again() -> None:
         assert adapter.read_nodes() == ()
     finally:
         ctl.stop()
+
+
+def test_queued_tasks_are_named_in_full() -> None:
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _RealJenkins)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        adapter = JenkinsAdapter(f"http://127.0.0.1:{server.server_port}/", "admin", TOKEN, timeout=5)
+        (item,) = adapter.read_queue(adapter.read_nodes())
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert item.task_name == "team-a » app"  # `status` tells team-a's app from team-b's
+    assert item.label == "docker"
