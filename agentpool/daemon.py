@@ -43,6 +43,11 @@ if TYPE_CHECKING:
 log = logging.getLogger("agentpool")
 
 
+def decision(event: str, level: int = logging.INFO, /, **fields: object) -> None:
+    """One log line per decision: the event as the message, its facts as fields (key=value or JSON)."""
+    log.log(level, event, extra={"event": event, **fields})
+
+
 @dataclass
 class PassReport:
     """What one pass saw and did; kept for `status`, health and metrics."""
@@ -157,9 +162,7 @@ class Engine:
             previous = before.agents.get(name)
             if agent.online_at is not None and (previous is None or previous.online_at is None):
                 waited = agent.online_at - (agent.needed_since or agent.launched_at)
-                log.info(
-                    "agent online agent=%s pool=%s host=%s waited=%.1fs", name, agent.pool, agent.host, waited
-                )
+                decision("online", agent=name, pool=agent.pool, host=agent.host, waited=round(waited, 1))
                 if previous is not None:
                     self.hooks.agent_online(agent.pool, max(0.0, waited))
 
@@ -168,74 +171,61 @@ class Engine:
         now = self.clock()
         if not outcome.ok:
             self.hooks.api_error(outcome.error_system or "docker", outcome.error_kind or "error")
+        tail = {"log_tail": outcome.log_tail} if outcome.log_tail else {}
         if isinstance(action, Provision):
+            where = {"agent": action.agent, "pool": action.pool, "host": action.host}
             if outcome.ok:
                 self.memory = planner.record_provisioned(self.memory, action, now, volume=outcome.volume)
-                log.info(
-                    "provisioned agent=%s pool=%s host=%s reason=%s detail=%r",
-                    action.agent,
-                    action.pool,
-                    action.host,
-                    action.reason.value,
-                    action.detail,
-                )
+                decision("provisioned", **where, reason=action.reason.value, detail=action.detail)
             else:
                 self.memory = planner.record_launch_failure(self.memory, action.pool, now)
-                backoff = self.memory.pools[action.pool].backoff_until - now
-                log.warning(
-                    "launch failed agent=%s pool=%s host=%s error=%r backoff=%.0fs%s",
-                    action.agent,
-                    action.pool,
-                    action.host,
-                    outcome.error,
-                    backoff,
-                    f" log_tail={outcome.log_tail!r}" if outcome.log_tail else "",
+                backoff = round(self.memory.pools[action.pool].backoff_until - now)
+                decision("launch failed", logging.WARNING, **where, error=outcome.error, **tail)
+                decision(
+                    "backoff",
+                    logging.WARNING,
+                    pool=action.pool,
+                    seconds=backoff,
+                    failures=self.memory.pools[action.pool].consecutive_failures,
                 )
         elif isinstance(action, Reap):
+            where = {"agent": action.agent, "pool": action.pool, "reason": action.reason.value}
             if not outcome.ok:
-                log.warning(
-                    "reap failed agent=%s reason=%s error=%r",
-                    action.agent,
-                    action.reason.value,
-                    outcome.error,
-                )
+                decision("reap failed", logging.WARNING, **where, error=outcome.error)
             elif not outcome.removed:
-                log.info(
-                    "kept agent=%s: a build arrived while it was being reaped; back online", action.agent
-                )
+                decision("kept", **where, detail="a build arrived while it was being reaped; back online")
             else:
                 self.memory = planner.record_reaped(self.memory, action.agent)
+                decision("reaped", **where, detail=action.detail, **tail)
                 if action.count_launch_failure:
                     self.memory = planner.record_launch_failure(self.memory, action.pool, now)
-                log.info(
-                    "reaped agent=%s pool=%s reason=%s detail=%r%s",
-                    action.agent,
-                    action.pool,
-                    action.reason.value,
-                    action.detail,
-                    f" log_tail={outcome.log_tail!r}" if outcome.log_tail else "",
-                )
+                    decision(
+                        "backoff",
+                        logging.WARNING,
+                        pool=action.pool,
+                        seconds=round(self.memory.pools[action.pool].backoff_until - now),
+                        failures=self.memory.pools[action.pool].consecutive_failures,
+                    )
         elif isinstance(action, Cordon):
+            where = {"agent": action.agent, "pool": action.pool, "reason": action.reason.value}
             if outcome.ok:
-                log.info(
-                    "cordoned agent=%s reason=%s detail=%r", action.agent, action.reason.value, action.detail
-                )
+                decision("cordoned", **where, detail=action.detail)
             else:
-                log.warning("cordon failed agent=%s error=%r", action.agent, outcome.error)
+                decision("cordon failed", logging.WARNING, **where, error=outcome.error)
         elif isinstance(action, RemoveOrphan):
+            where = {
+                "kind": action.kind,
+                "name": action.name,
+                "host": action.host,
+                "reason": action.reason.value,
+            }
             if outcome.ok:
                 self.memory = planner.record_orphan_removed(
                     self.memory, planner.orphan_key(action.kind, action.host, action.name)
                 )
-                log.info(
-                    "removed orphan %s=%s reason=%s detail=%r",
-                    action.kind,
-                    action.name,
-                    action.reason.value,
-                    action.detail,
-                )
+                decision("removed", **where, detail=action.detail, **tail)
             else:
-                log.warning("orphan removal failed %s=%s error=%r", action.kind, action.name, outcome.error)
+                decision("removal failed", logging.WARNING, **where, error=outcome.error)
         self.hooks.outcome(outcome, self.memory, now)
 
     # -- status ----------------------------------------------------------------------------
@@ -333,15 +323,19 @@ class Daemon:
             doublings = min(self._failures - 1, 16)
             delay = min(self.engine.config.poll_interval * 2**doublings, self.MAX_BACKOFF)
             self._skip_until = time.time() + delay
-            log.warning(
-                "pass incomplete, backing off failures=%d next_in=%.0fs error=%r",
-                self._failures,
-                delay,
-                report.error if report else "unexpected error",
+            decision(
+                "pass incomplete",
+                logging.WARNING,
+                failures=self._failures,
+                next_in=round(delay),
+                error=report.error if report else "unexpected error (traceback above)",
             )
 
     def _schedule(self) -> None:
         from apscheduler.schedulers.background import BackgroundScheduler
+
+        # Its INFO lines ("Running job …") would double every pass in the log.
+        logging.getLogger("apscheduler").setLevel(logging.WARNING)
 
         self._scheduler = BackgroundScheduler(
             job_defaults={"coalesce": True, "max_instances": 1, "misfire_grace_time": None}
@@ -368,7 +362,13 @@ class Daemon:
         try:
             config = load_config(self.config_path)
         except ConfigError as exc:
-            log.error("reload refused, keeping the running config: %s", exc)
+            decision(
+                "reload refused",
+                logging.ERROR,
+                path=self.config_path,
+                detail="keeping the running config",
+                error=str(exc),
+            )
             return False
         old_interval = self.engine.config.poll_interval
         self.engine.reconfigure(config)
@@ -376,7 +376,7 @@ class Daemon:
             self.service.reconfigured(config)
         if self._scheduler is not None and config.poll_interval != old_interval:
             self._scheduler.reschedule_job("pass", trigger="interval", seconds=config.poll_interval)
-        log.info("config reloaded path=%s", self.config_path)
+        decision("config reloaded", path=self.config_path)
         return True
 
     def run(self) -> int:
@@ -388,7 +388,7 @@ class Daemon:
         if self.service is not None:
             self.service.start(self)
         self._schedule()
-        log.info("agentpool running instance=%s config=%s", self.engine.config.instance, self.config_path)
+        decision("started", instance=self.engine.config.instance, path=self.config_path)
         try:
             while not self._stop.is_set():
                 self._stop.wait(0.2)
@@ -396,7 +396,7 @@ class Daemon:
                     self._reload.clear()
                     self.reload()
         finally:
-            log.info("stopping: finishing the current pass; agents keep running")
+            decision("stopping", detail="finishing the current pass; agents keep running")
             self._scheduler.shutdown(wait=True)
             if self.service is not None:
                 self.service.stopping()
