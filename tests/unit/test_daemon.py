@@ -67,7 +67,7 @@ def test_sigterm_during_a_pass_finishes_it_and_exits_0(tmp_path: Path) -> None:
             )
             try:
                 deadline = time.monotonic() + 20
-                while "agentpool running" not in log.read_text() and time.monotonic() < deadline:
+                while "msg=started" not in log.read_text() and time.monotonic() < deadline:
                     time.sleep(0.1)
                 time.sleep(1.0)  # the first pass is waiting on Jenkins now
                 daemon.send_signal(signal.SIGTERM)
@@ -78,6 +78,6 @@ def test_sigterm_during_a_pass_finishes_it_and_exits_0(tmp_path: Path) -> None:
     finally:
         controller.stop()
     text = log.read_text()
-    stopping = text.index("stopping: finishing the current pass")
-    assert text.find("pass incomplete", stopping) > stopping, text  # the pass ran to its end
+    stopping = text.index("msg=stopping")
+    assert text.find('msg="pass incomplete"', stopping) > stopping, text  # the pass ran to its end
     assert token not in text
