@@ -215,7 +215,7 @@ class Engine:
         elif isinstance(action, RemoveOrphan):
             where = {
                 "kind": action.kind,
-                "name": action.name,
+                "resource": action.name,
                 "host": action.host,
                 "reason": action.reason.value,
             }
