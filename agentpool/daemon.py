@@ -96,7 +96,10 @@ class Engine:
         register_secret(token)
         self.jenkins = JenkinsAdapter(jenkins.url, jenkins.user, token, timeout=jenkins.timeout)
         self.hosts = {h.name: DockerHost(h.name, h.url) for h in config.docker_hosts}
+        previous = getattr(self, "executor", None)
         self.executor = Executor(config, self.jenkins, self.hosts)
+        if previous is not None:
+            self.executor.agent_secrets = previous.agent_secrets
 
     def reconfigure(self, config: Config) -> None:
         with self.lock:
@@ -226,6 +229,10 @@ class Engine:
                 decision("removed", **where, detail=action.detail, **tail)
             else:
                 decision("removal failed", logging.WARNING, **where, error=outcome.error)
+        if (isinstance(action, Provision) and not outcome.ok) or (
+            isinstance(action, Reap) and outcome.ok and outcome.removed
+        ):
+            self.executor.forget_agent(action.agent)
         self.hooks.outcome(outcome, self.memory, now)
 
     # -- status ----------------------------------------------------------------------------
@@ -314,9 +321,13 @@ class Daemon:
         except Exception:  # a bug must not stop the loop; the traceback goes to the log
             log.exception("pass failed unexpectedly")
             report = None
-        if report is not None and report.ok:
+        # Only an unreadable Jenkins (or a bug) slows the loop down: with one engine down the
+        # planner still serves through the others, and nothing about that engine is decided.
+        if report is not None and report.observed.queue is not None:
             self._failures = 0
             self._skip_until = 0.0
+            if not report.ok:
+                decision("pass incomplete", logging.WARNING, error=report.error, next_in=0)
         else:
             self._failures += 1
             # The exponent is capped: 2 ** 1024 overflows a float after ~17 h of outage.

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 from agentpool.adapters.docker import AgentSpec, DockerHost
 from agentpool.adapters.jenkins import JenkinsAdapter
 from agentpool.errors import ExternalError
-from agentpool.logs import register_secret
+from agentpool.logs import forget_secret, register_secret
 from agentpool.model import (
     LABEL_AGENT,
     LABEL_INSTANCE,
@@ -72,6 +72,14 @@ class Executor:
         self.hosts = hosts
         self._pools = {pool.name: pool for pool in config.pools}
         self._workers = workers
+        # agent -> its secret, masked in our logs while the agent exists
+        self.agent_secrets: dict[str, str] = {}
+
+    def forget_agent(self, agent: str) -> None:
+        """The agent is gone and its last log lines are written: stop masking its secret."""
+        secret = self.agent_secrets.pop(agent, None)
+        if secret:
+            forget_secret(secret)
 
     def execute(self, actions: Iterable[Action]) -> list[Outcome]:
         batch = list(actions)
@@ -144,6 +152,7 @@ class Executor:
             undo.append(("node", agent))
             secret = self.jenkins.agent_secret(agent)
             register_secret(secret)  # its image may print it: masked in the log tails we keep
+            self.agent_secrets[agent] = secret
             if action.lease_volume and not host.volume_in_use(action.lease_volume):
                 volume = action.lease_volume
             else:

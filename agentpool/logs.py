@@ -42,6 +42,15 @@ def register_secret(value: str) -> None:
         _ordered = tuple(sorted(_secrets, key=len, reverse=True))
 
 
+def forget_secret(value: str) -> None:
+    """Stop masking ``value`` (an agent's secret once the agent is gone: the list stays short)."""
+    global _ordered
+    with _secrets_lock:
+        _secrets.discard(value)
+        _secrets.discard(quote(value, safe=""))
+        _ordered = tuple(sorted(_secrets, key=len, reverse=True))
+
+
 def clear_secrets() -> None:
     """Forget every registered secret (tests)."""
     global _ordered

@@ -17,7 +17,7 @@ import jenkins
 import pytest
 
 from agentpool.daemon import Engine
-from agentpool.logs import setup_logging
+from agentpool.logs import redact, setup_logging
 from agentpool.model import LABEL_AGENT, LABEL_INSTANCE, LABEL_POOL, Provision, Reap, Reason, RemoveOrphan
 from agentpool.testing.jenkins import Controller
 from agentpool.testing.jobs import freestyle_xml
@@ -153,6 +153,8 @@ def test_agent_secret_printed_by_its_image_is_masked_in_our_log(
     reaped = [line for line in text.splitlines() if "msg=reaped" in line and f"agent={agent}" in line]
     assert reaped and "starting with" in reaped[0], text  # the log tail is kept, masked
     assert secret not in text
+    assert agent not in engine.executor.agent_secrets  # forgotten once its last lines were written
+    assert redact(secret) == secret
     jenkins_client.cancel_queue(jenkins_client.get_queue_info()[0]["id"])
     drive(
         engine, lambda: leftovers(docker_client, jenkins_client, instance) == NOTHING, "cleanup", timeout=60

@@ -86,3 +86,13 @@ def test_setup_logging_replaces_its_handler_and_checks_arguments() -> None:
         setup_logging("xml", "info")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="unknown log level 'loud'"):
         setup_logging("kv", "loud")
+
+
+def test_forget_secret_stops_masking_it() -> None:
+    from agentpool.logs import forget_secret, redact, register_secret
+
+    register_secret("agent-secret-1234")
+    register_secret("other-secret-5678")
+    assert redact("a agent-secret-1234 b other-secret-5678") == "a *** b ***"
+    forget_secret("agent-secret-1234")
+    assert redact("a agent-secret-1234 b other-secret-5678") == "a agent-secret-1234 b ***"

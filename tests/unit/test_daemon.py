@@ -43,6 +43,21 @@ def test_backoff_stays_bounded_after_a_day_long_outage() -> None:
     engine.close()
 
 
+def test_a_dead_engine_alone_does_not_slow_the_loop_down() -> None:
+    """Jenkins answers, one engine does not: the planner serves through the others, so the
+    loop keeps its pace (the pass is still reported incomplete for /healthz)."""
+    token = secrets.token_hex(16)
+    with Controller(listen="127.0.0.1:0", user="admin", token=token) as controller:
+        config = CONFIG.replace("http://127.0.0.1:9/", controller.url).replace("not-used", token)
+        engine = Engine(load_config_text(config.replace("user: agentpool", "user: admin"), "agentpool.yaml"))
+        daemon = Daemon("agentpool.yaml", engine)
+        daemon._tick()
+        assert engine.last_report is not None and not engine.last_report.ok
+        assert engine.last_report.observed.queue is not None
+        assert daemon._failures == 0 and daemon._skip_until == 0.0
+        engine.close()
+
+
 def test_sigterm_during_a_pass_finishes_it_and_exits_0(tmp_path: Path) -> None:
     token = secrets.token_hex(16)
     controller = Controller(listen="127.0.0.1:0", user="admin", token=token)
