@@ -8,10 +8,12 @@ instance name, so nothing it creates can be confused with another run's.
 
 from __future__ import annotations
 
+import io
 import os
 import secrets
 import socket
 import subprocess
+import tarfile
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -32,6 +34,7 @@ BUSYBOX = "agentpool/busybox:latest"
 REPO = Path(__file__).resolve().parents[2]
 
 pytestmark = pytest.mark.docker
+NOTHING: dict[str, list[str]] = {"containers": [], "volumes": [], "nodes": []}
 
 
 def free_port() -> int:
@@ -219,3 +222,29 @@ def run_cli(
         timeout=timeout,
         check=False,
     )
+
+
+ImageFactory = Callable[[str, str], str]
+
+
+@pytest.fixture
+def build_image(docker_client: docker.DockerClient, instance: str) -> Iterator[ImageFactory]:
+    """Tiny images FROM busybox (``FROM`` line added), removed after the test."""
+    tags: list[str] = []
+
+    def build(suffix: str, body: str) -> str:
+        tag = f"agentpool/test-{suffix}:{instance}"
+        dockerfile = f"FROM {BUSYBOX}\n{body}\n".encode()
+        context = io.BytesIO()
+        with tarfile.open(fileobj=context, mode="w") as tar:
+            info = tarfile.TarInfo("Dockerfile")
+            info.size = len(dockerfile)
+            tar.addfile(info, io.BytesIO(dockerfile))
+        context.seek(0)
+        docker_client.images.build(fileobj=context, custom_context=True, tag=tag, rm=True)
+        tags.append(tag)
+        return tag
+
+    yield build
+    for tag in tags:
+        docker_client.images.remove(tag, force=True)

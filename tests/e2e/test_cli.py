@@ -14,7 +14,7 @@ from agentpool.daemon import Engine
 from agentpool.testing.jenkins import Controller
 from agentpool.testing.jobs import freestyle_xml
 
-from .conftest import ConfigFactory, drive, leftovers, run_cli
+from .conftest import NOTHING, ConfigFactory, drive, leftovers, run_cli
 
 pytestmark = [pytest.mark.docker, pytest.mark.usefixtures("cleanup")]
 
@@ -54,11 +54,7 @@ def test_once_then_status_then_drain(
     engine = Engine(config)
     engine.set_draining("dind", True)
     drive(engine, lambda: not engine.memory.agents, "the drained pool to empty", timeout=120)
-    assert leftovers(docker_client, jenkins_client, instance) == {
-        "containers": [],
-        "volumes": [],
-        "nodes": [],
-    }
+    assert leftovers(docker_client, jenkins_client, instance) == NOTHING
 
 
 def test_validate_names_file_line_and_key(tmp_path: Path) -> None:

@@ -8,9 +8,7 @@ from __future__ import annotations
 import contextlib
 import io
 import logging
-import tarfile
 import time
-from collections.abc import Callable, Iterator
 
 import docker
 import jenkins
@@ -22,35 +20,9 @@ from agentpool.model import LABEL_AGENT, LABEL_INSTANCE, LABEL_POOL, Provision, 
 from agentpool.testing.jenkins import Controller
 from agentpool.testing.jobs import freestyle_xml
 
-from .conftest import BUSYBOX, ConfigFactory, drive, leftovers, wait_for
+from .conftest import BUSYBOX, NOTHING, ConfigFactory, ImageFactory, drive, leftovers, wait_for
 
 pytestmark = [pytest.mark.docker, pytest.mark.usefixtures("cleanup")]
-NOTHING: dict[str, list[str]] = {"containers": [], "volumes": [], "nodes": []}
-
-ImageFactory = Callable[[str, str], str]
-
-
-@pytest.fixture
-def build_image(docker_client: docker.DockerClient, instance: str) -> Iterator[ImageFactory]:
-    """Tiny images FROM busybox (``FROM`` line added), removed after the test."""
-    tags: list[str] = []
-
-    def build(suffix: str, body: str) -> str:
-        tag = f"agentpool/test-{suffix}:{instance}"
-        dockerfile = f"FROM {BUSYBOX}\n{body}\n".encode()
-        context = io.BytesIO()
-        with tarfile.open(fileobj=context, mode="w") as tar:
-            info = tarfile.TarInfo("Dockerfile")
-            info.size = len(dockerfile)
-            tar.addfile(info, io.BytesIO(dockerfile))
-        context.seek(0)
-        docker_client.images.build(fileobj=context, custom_context=True, tag=tag, rm=True)
-        tags.append(tag)
-        return tag
-
-    yield build
-    for tag in tags:
-        docker_client.images.remove(tag, force=True)
 
 
 def test_reap_of_a_busy_node_already_offline_leaves_it_offline(

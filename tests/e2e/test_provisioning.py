@@ -11,7 +11,7 @@ from agentpool.testing.artifacts import ArtifactServer
 from agentpool.testing.jenkins import Controller
 from agentpool.testing.jobs import freestyle_xml, pipeline_xml
 
-from .conftest import ConfigFactory, build_info, docker_script, drive, leftovers, result
+from .conftest import NOTHING, ConfigFactory, build_info, docker_script, drive, leftovers, result
 
 pytestmark = [pytest.mark.docker, pytest.mark.usefixtures("cleanup")]
 
@@ -47,11 +47,7 @@ def test_freestyle_and_pipeline_builds_get_agents_run_docker_and_leave_nothing(
     assert len(engine.memory.agents) <= 2
 
     drive(engine, lambda: not engine.memory.agents, "idle agents to be reaped", timeout=60)
-    assert leftovers(docker_client, jenkins_client, instance) == {
-        "containers": [],
-        "volumes": [],
-        "nodes": [],
-    }
+    assert leftovers(docker_client, jenkins_client, instance) == NOTHING
 
 
 def test_no_over_provisioning_with_ten_items_and_max_three(

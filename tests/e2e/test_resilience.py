@@ -3,14 +3,11 @@ warm layer cache of `docker_volume: reuse`."""
 
 from __future__ import annotations
 
-import io
 import os
 import signal
 import subprocess
 import sys
-import tarfile
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import docker
@@ -23,26 +20,20 @@ from agentpool.testing.artifacts import ArtifactServer
 from agentpool.testing.jenkins import Controller
 from agentpool.testing.jobs import freestyle_xml
 
-from .conftest import BUSYBOX, REPO, ConfigFactory, docker_script, drive, leftovers, result, wait_for
+from .conftest import (
+    BUSYBOX,
+    NOTHING,
+    REPO,
+    ConfigFactory,
+    ImageFactory,
+    docker_script,
+    drive,
+    leftovers,
+    result,
+    wait_for,
+)
 
 pytestmark = [pytest.mark.docker, pytest.mark.usefixtures("cleanup")]
-NOTHING: dict[str, list[str]] = {"containers": [], "volumes": [], "nodes": []}
-
-
-@pytest.fixture
-def silent_image(docker_client: docker.DockerClient, instance: str) -> Iterator[str]:
-    """An image that starts fine but never connects an agent: a dind image gone wrong."""
-    tag = f"agentpool/test-silent:{instance}"
-    dockerfile = f'FROM {BUSYBOX}\nCMD ["sleep", "3600"]\n'.encode()
-    context = io.BytesIO()
-    with tarfile.open(fileobj=context, mode="w") as tar:
-        info = tarfile.TarInfo("Dockerfile")
-        info.size = len(dockerfile)
-        tar.addfile(info, io.BytesIO(dockerfile))
-    context.seek(0)
-    docker_client.images.build(fileobj=context, custom_context=True, tag=tag, rm=True)
-    yield tag
-    docker_client.images.remove(tag, force=True)
 
 
 def test_agent_that_never_connects_is_removed_and_the_pool_backs_off(
@@ -51,8 +42,9 @@ def test_agent_that_never_connects_is_removed_and_the_pool_backs_off(
     make_config: ConfigFactory,
     docker_client: docker.DockerClient,
     instance: str,
-    silent_image: str,
+    build_image: ImageFactory,
 ) -> None:
+    silent_image = build_image("silent", 'CMD ["sleep", "3600"]')
     engine = Engine(make_config(image=silent_image, launch_timeout="3s", max_agents=2))
     jenkins_client.create_job("waits", freestyle_xml("docker", "true"))
     jenkins_client.build_job("waits")
