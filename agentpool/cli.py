@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from agentpool.config import Config, ConfigError, load_config
+from agentpool.daemon import Daemon, Engine
 from agentpool.logs import setup_logging
 from agentpool.service.client import DaemonClient, DaemonError, DaemonUnavailable
 
@@ -54,14 +55,11 @@ def cmd_validate(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _engine(config: Config) -> Any:
-    from agentpool.daemon import Engine
-
+def _engine(config: Config) -> Engine:
     return Engine(config)
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from agentpool.daemon import Daemon, Engine
     from agentpool.service.layer import ServiceLayer
 
     config = _load(args.config)

@@ -25,7 +25,6 @@ from agentpool.errors import ExternalError
 from agentpool.executor import Executor, Outcome
 from agentpool.logs import register_secret
 from agentpool.model import (
-    AgentState,
     Cordon,
     HostView,
     Memory,
@@ -290,9 +289,6 @@ class Engine:
 
     def agents_of(self, pools: list[str]) -> int:
         return sum(1 for a in self.memory.agents.values() if a.pool in pools)
-
-
-__all__ = ["AgentState", "Engine", "Hooks", "PassReport", "load_config"]
 
 
 class Daemon:
