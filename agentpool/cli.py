@@ -14,7 +14,8 @@ from collections.abc import Sequence
 from typing import Any
 
 from agentpool.config import Config, ConfigError, load_config
-from agentpool.daemon import Daemon, Engine
+from agentpool.daemon import Daemon
+from agentpool.engine import Engine
 from agentpool.logs import setup_logging
 from agentpool.service.client import DaemonClient, DaemonError, DaemonUnavailable
 

@@ -28,6 +28,7 @@ from pydantic import (
     field_validator,
 )
 
+from agentpool.errors import AgentpoolError
 from agentpool.labels import quote_atom
 from agentpool.service.env import expand_env
 
@@ -48,7 +49,7 @@ RESERVED_ENV = frozenset(
 DEFAULT_DOCKER_URL = "unix:///var/run/docker.sock"
 
 
-class ConfigError(Exception):
+class ConfigError(AgentpoolError):
     """The config is invalid; ``errors`` holds one ``FILE:LINE: key.path: message`` per problem."""
 
     def __init__(self, errors: list[str]) -> None:

@@ -1,10 +1,11 @@
-"""The executor: performs the planner's actions against Jenkins and the Docker hosts.
+"""The executor: performs the planner's actions against Jenkins and the agent backends.
 
 Each action is all-or-nothing as far as it can be: a provision that fails at any step
-undoes the steps before it, so a failed launch leaves no node, volume or container behind.
+undoes the steps before it, so a failed launch leaves no node, volume or agent behind.
 A reap takes the node offline and re-reads its executors before removing anything, so a
 build that was assigned in the meantime is never killed. Actions run on a small thread pool
-(they are I/O bound) and each returns an :class:`Outcome`; nothing here raises.
+(they are I/O bound) and each returns an :class:`Outcome`; nothing here raises: any
+exception, expected or not, is caught per action and goes through the action's undo path.
 """
 
 from __future__ import annotations
@@ -12,12 +13,10 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, assert_never
 
-from agentpool.adapters.docker import AgentSpec, DockerHost
-from agentpool.adapters.jenkins import JenkinsAdapter
-from agentpool.errors import ExternalError
+from agentpool.backend import AgentSpec, Backend, JenkinsPort
+from agentpool.errors import ErrorKind, ExternalError
 from agentpool.logs import forget_secret, register_secret
 from agentpool.model import (
     LABEL_AGENT,
@@ -27,30 +26,30 @@ from agentpool.model import (
     Cordon,
     Provision,
     Reap,
+    Reason,
     RemoveOrphan,
+    ResourceKind,
 )
+from agentpool.report import Outcome
 from agentpool.security import host_config_fields, host_config_kwargs
 
 if TYPE_CHECKING:
     from agentpool.config import Config, PoolConfig
 
+__all__ = ["Executor", "Outcome", "volume_name"]
+
 log = logging.getLogger("agentpool.executor")
 
+# Reaps whose agent's last lines are worth keeping in the log.
+_TAIL_REASONS = frozenset({Reason.LAUNCH_TIMEOUT, Reason.LOST})
 
-@dataclass(frozen=True)
-class Outcome:
-    """What became of one action."""
 
-    action: Action
-    ok: bool
-    error: str = ""
-    error_system: str = ""
-    error_kind: str = ""
-    # Reap: False when the agent turned out busy and was brought back online.
-    removed: bool = True
-    container_id: str = ""
-    volume: str = ""
-    log_tail: str = ""
+def _failed(action: Action, exc: Exception) -> Outcome:
+    if isinstance(exc, ExternalError):
+        return Outcome(action, ok=False, error=str(exc), error_system=exc.system, error_kind=exc.kind)
+    return Outcome(
+        action, ok=False, error=f"unexpected {type(exc).__name__}: {exc}", error_kind=ErrorKind.UNEXPECTED
+    )
 
 
 def volume_name(agent: str) -> str:
@@ -63,8 +62,8 @@ class Executor:
     def __init__(
         self,
         config: Config,
-        jenkins: JenkinsAdapter,
-        hosts: Mapping[str, DockerHost],
+        jenkins: JenkinsPort,
+        hosts: Mapping[str, Backend],
         workers: int = 4,
     ) -> None:
         self.config = config
@@ -92,16 +91,22 @@ class Executor:
 
     def perform(self, action: Action) -> Outcome:
         try:
-            if isinstance(action, Provision):
-                return self.provision(action)
-            if isinstance(action, Reap):
-                return self.reap(action)
-            if isinstance(action, Cordon):
-                self.jenkins.set_temporarily_offline(action.agent, True, f"agentpool: {action.detail}")
-                return Outcome(action, ok=True, removed=False)
-            return self.remove_orphan(action)
-        except ExternalError as exc:
-            return Outcome(action, ok=False, error=str(exc), error_system=exc.system, error_kind=exc.kind)
+            match action:
+                case Provision():
+                    return self.provision(action)
+                case Reap():
+                    return self.reap(action)
+                case Cordon():
+                    self.jenkins.set_temporarily_offline(action.agent, True, f"agentpool: {action.detail}")
+                    return Outcome(action, ok=True, removed=False)
+                case RemoveOrphan():
+                    return self.remove_orphan(action)
+                case _:
+                    assert_never(action)
+        except Exception as exc:  # one action's failure, whatever it is, must not stop the others
+            if not isinstance(exc, ExternalError):
+                log.exception("%s of %s failed unexpectedly", type(action).__name__, _subject(action))
+            return _failed(action, exc)
 
     # -- provision -------------------------------------------------------------------------
 
@@ -138,7 +143,7 @@ class Executor:
         pool = self._pools[action.pool]
         host = self.hosts[action.host]
         agent = action.agent
-        undo: list[tuple[str, object]] = []
+        undo: list[tuple[ResourceKind, str]] = []
         try:
             self.jenkins.create_node(
                 agent,
@@ -149,7 +154,7 @@ class Executor:
                 websocket=self.config.jenkins.websocket,
                 description=f"agentpool {self.config.instance}: docker-in-docker agent of pool {pool.name}",
             )
-            undo.append(("node", agent))
+            undo.append((ResourceKind.NODE, agent))
             secret = self.jenkins.agent_secret(agent)
             register_secret(secret)  # its image may print it: masked in the log tails we keep
             self.agent_secrets[agent] = secret
@@ -158,24 +163,30 @@ class Executor:
             else:
                 volume = volume_name(agent)
                 host.create_volume(volume, self._labels(pool.name, agent))
-                undo.append(("volume", volume))
+                undo.append((ResourceKind.VOLUME, volume))
             # No undo by name for the container: a create refused for its name ("conflict")
             # would remove someone else's container; start_agent removes its own by id.
             container_id = host.start_agent(self._spec(pool, agent, volume, secret))
-        except ExternalError as exc:
+        except Exception as exc:  # expected or not, every step done so far is undone
+            if not isinstance(exc, ExternalError):
+                log.exception("provision of %s failed unexpectedly", agent)
             self._undo(host, undo)
-            return Outcome(action, ok=False, error=str(exc), error_system=exc.system, error_kind=exc.kind)
+            return _failed(action, exc)
         return Outcome(action, ok=True, container_id=container_id, volume=volume)
 
-    def _undo(self, host: DockerHost, undo: list[tuple[str, object]]) -> None:
+    def _undo(self, host: Backend, undo: list[tuple[ResourceKind, str]]) -> None:
         for kind, name in reversed(undo):
             try:
-                if kind == "volume":
-                    host.remove_volume(str(name))
-                else:
-                    self.jenkins.delete_node(str(name))
-            except ExternalError as exc:
-                # Left for the orphan sweep, which removes it on a later pass.
+                match kind:
+                    case ResourceKind.VOLUME:
+                        host.remove_volume(name)
+                    case ResourceKind.NODE:
+                        self.jenkins.delete_node(name)
+                    case ResourceKind.CONTAINER:
+                        host.remove_agent(name)
+                    case _:
+                        assert_never(kind)
+            except Exception as exc:  # left for the orphan sweep, which removes it on a later pass
                 log.warning("undo of %s %s failed: %s", kind, name, exc)
 
     # -- reap ------------------------------------------------------------------------------
@@ -190,7 +201,7 @@ class Executor:
                     agent, True, f"agentpool: removing this agent ({action.reason.value})"
                 )
             except ExternalError as exc:
-                if exc.kind != "not-found":
+                if exc.kind is not ErrorKind.NOT_FOUND:
                     raise
             else:
                 if node.busy:
@@ -201,12 +212,12 @@ class Executor:
         tail = ""
         volume = None
         if host is not None:
-            if action.reason.value in ("launch-timeout", "lost"):
+            if action.reason in _TAIL_REASONS:
                 tail = host.logs_tail(agent)
             volume = host.agent_volume(agent)
         self.jenkins.delete_node(agent)
         if host is not None:
-            host.remove_container(agent)
+            host.remove_agent(agent)
             volume = volume or action.volume or volume_name(agent)
             if not action.keep_volume:
                 host.remove_volume(volume)
@@ -215,13 +226,27 @@ class Executor:
     # -- orphans ---------------------------------------------------------------------------
 
     def remove_orphan(self, action: RemoveOrphan) -> Outcome:
-        if action.kind == "node":
-            self.jenkins.delete_node(action.name)
-            return Outcome(action, ok=True)
-        host = self.hosts[action.host]
-        if action.kind == "container":
-            tail = host.logs_tail(action.name)
-            host.remove_container(action.name)
-            return Outcome(action, ok=True, log_tail=tail)
-        host.remove_volume(action.name)
-        return Outcome(action, ok=True)
+        match action.kind:
+            case ResourceKind.NODE:
+                self.jenkins.delete_node(action.name)
+                return Outcome(action, ok=True)
+            case ResourceKind.CONTAINER:
+                host = self.hosts[action.host]
+                tail = host.logs_tail(action.name)
+                host.remove_agent(action.name)
+                return Outcome(action, ok=True, log_tail=tail)
+            case ResourceKind.VOLUME:
+                self.hosts[action.host].remove_volume(action.name)
+                return Outcome(action, ok=True)
+            case _:
+                assert_never(action.kind)
+
+
+def _subject(action: Action) -> str:
+    match action:
+        case Provision() | Reap() | Cordon():
+            return action.agent
+        case RemoveOrphan():
+            return f"{action.kind} {action.name}"
+        case _:
+            assert_never(action)

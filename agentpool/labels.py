@@ -14,8 +14,10 @@ from dataclasses import dataclass
 from enum import IntEnum
 from functools import lru_cache
 
+from agentpool.errors import AgentpoolError
 
-class LabelSyntaxError(ValueError):
+
+class LabelSyntaxError(AgentpoolError, ValueError):
     """The text is not a valid Jenkins label expression."""
 
 

@@ -240,11 +240,19 @@ class Cordon:
     detail: str
 
 
+class ResourceKind(StrEnum):
+    """The kinds of resource agentpool creates for an agent (and may find left over)."""
+
+    NODE = "node"  # the agent's Jenkins node
+    CONTAINER = "container"  # the agent itself on its backend (a Docker container today)
+    VOLUME = "volume"  # the agent's storage on its backend (its inner /var/lib/docker)
+
+
 @dataclass(frozen=True, slots=True)
 class RemoveOrphan:
     """Remove one leftover resource of this instance that has no counterpart."""
 
-    kind: str  # "node" | "container" | "volume"
+    kind: ResourceKind
     host: str  # "" for nodes
     name: str  # node name, container id, or volume name
     reason: Reason

@@ -37,6 +37,7 @@ from agentpool.model import (
     Reap,
     Reason,
     RemoveOrphan,
+    ResourceKind,
     Unserved,
     Volume,
 )
@@ -486,7 +487,7 @@ class _Pass:
             return  # seen orphaned once: wait for a second pass
         age = self.now - first if age is None else age
         if age >= grace:
-            self.actions.append(RemoveOrphan(kind, host, name, Reason.ORPHAN, detail))
+            self.actions.append(RemoveOrphan(ResourceKind(kind), host, name, Reason.ORPHAN, detail))
 
     def grace(self, pool_name: str) -> float:
         pool = self.pools.get(pool_name)
@@ -599,7 +600,7 @@ class _Pass:
             for v in reversed(free[keep:]):  # oldest first
                 self.actions.append(
                     RemoveOrphan(
-                        "volume",
+                        ResourceKind.VOLUME,
                         v.host,
                         v.name,
                         Reason.EXCESS_FREE_VOLUME,

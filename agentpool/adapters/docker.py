@@ -1,5 +1,7 @@
 """The Docker adapter: one engine (a "docker host"), reached over the docker SDK.
 
+:class:`DockerHost` is the first implementation of :class:`agentpool.backend.Backend`.
+
 It lists what this agentpool instance owns (by label, never by name alone), creates and
 removes agent containers and their ``/var/lib/docker`` volumes, and reads a container's log
 tail for the record. Reads use the low-level API in one call per kind (no per-container
@@ -12,15 +14,15 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, TypeVar
+from typing import TypeVar
 
 import docker
 import docker.errors
 import requests
 
-from agentpool.errors import DockerError
+from agentpool.backend import AgentSpec
+from agentpool.errors import DockerError, ErrorKind
 from agentpool.model import (
     LABEL_AGENT,
     LABEL_INSTANCE,
@@ -33,22 +35,6 @@ from agentpool.model import (
 
 T = TypeVar("T")
 DOCKER_DIR = "/var/lib/docker"
-
-
-@dataclass(frozen=True)
-class AgentSpec:
-    """Everything needed to start one agent container (the secret travels only in ``env``)."""
-
-    name: str
-    pool: str
-    image: str
-    volume: str
-    env: Mapping[str, str]
-    host_config: Mapping[str, Any]  # docker SDK kwargs of the security profile
-    host_fields: Mapping[str, Any] = field(default_factory=dict)  # raw HostConfig fields (no SDK kwarg)
-    nano_cpus: int | None = None
-    mem_limit: int | None = None
-    labels: Mapping[str, str] = field(default_factory=dict)
 
 
 def _parse_time(value: str | int | float | None) -> float:
@@ -68,7 +54,7 @@ def _parse_time(value: str | int | float | None) -> float:
 
 
 class DockerHost:
-    """One Docker engine agentpool may start agents on."""
+    """One Docker engine agentpool may start agents on (a :class:`agentpool.backend.Backend`)."""
 
     def __init__(self, name: str, url: str, timeout: float = 30.0) -> None:
         self.name = name
@@ -93,18 +79,22 @@ class DockerHost:
         try:
             return fn()
         except docker.errors.NotFound as exc:
-            raise DockerError("not-found", f"{self.name}: {what}: not found") from exc
+            raise DockerError(ErrorKind.NOT_FOUND, f"{self.name}: {what}: not found") from exc
         except docker.errors.APIError as exc:
             status = exc.status_code or 0
-            kind = "conflict" if status == 409 else ("server-error" if status >= 500 else "bad-request")
+            kind = (
+                ErrorKind.CONFLICT
+                if status == 409
+                else (ErrorKind.SERVER_ERROR if status >= 500 else ErrorKind.BAD_REQUEST)
+            )
             explanation = str(exc.explanation or exc)
             raise DockerError(kind, f"{self.name}: {what}: {explanation}") from exc
         except (requests.ConnectionError, docker.errors.DockerException) as exc:
             raise DockerError(
-                "unreachable", f"{self.name}: {what}: engine at {self.url} unreachable"
+                ErrorKind.UNREACHABLE, f"{self.name}: {what}: engine at {self.url} unreachable"
             ) from exc
         except requests.Timeout as exc:
-            raise DockerError("timeout", f"{self.name}: {what}: timed out") from exc
+            raise DockerError(ErrorKind.TIMEOUT, f"{self.name}: {what}: timed out") from exc
 
     # -- reads -----------------------------------------------------------------------------
 
@@ -173,7 +163,7 @@ class DockerHost:
         try:
             self._call(f"inspect image {image}", lambda: self.client.api.inspect_image(image))
         except DockerError as exc:
-            if exc.kind == "not-found":
+            if exc.kind is ErrorKind.NOT_FOUND:
                 return False
             raise
         return True
@@ -202,7 +192,7 @@ class DockerHost:
         try:
             self._call(f"remove volume {name}", lambda: self.client.api.remove_volume(name, force=True))
         except DockerError as exc:
-            if exc.kind != "not-found":
+            if exc.kind is not ErrorKind.NOT_FOUND:
                 raise
 
     def agent_volume(self, container: str) -> str | None:
@@ -210,7 +200,7 @@ class DockerHost:
         try:
             info = self._call(f"inspect {container}", lambda: self.client.api.inspect_container(container))
         except DockerError as exc:
-            if exc.kind == "not-found":
+            if exc.kind is ErrorKind.NOT_FOUND:
                 return None
             raise
         for mount in info.get("Mounts") or ():
@@ -262,7 +252,7 @@ class DockerHost:
         try:
             self._call(f"stop {container}", lambda: self.client.api.stop(container, timeout=stop_timeout))
         except DockerError as exc:
-            if exc.kind == "not-found":
+            if exc.kind is ErrorKind.NOT_FOUND:
                 return
             raise
         try:
@@ -270,5 +260,9 @@ class DockerHost:
                 f"remove {container}", lambda: self.client.api.remove_container(container, v=True, force=True)
             )
         except DockerError as exc:
-            if exc.kind != "not-found":
+            if exc.kind is not ErrorKind.NOT_FOUND:
                 raise
+
+    def remove_agent(self, agent: str) -> None:
+        """The backend's name for :meth:`remove_container`: the agent's container and anonymous volumes."""
+        self.remove_container(agent)

@@ -20,7 +20,7 @@ import jenkins
 import requests
 from defusedxml import ElementTree as ET
 
-from agentpool.errors import JenkinsError
+from agentpool.errors import ErrorKind, JenkinsError
 from agentpool.model import Executor, Node, QueueItem
 from agentpool.why import QUEUE_TREE, item_from_raw
 
@@ -59,16 +59,18 @@ class JenkinsAdapter:
         try:
             return fn()
         except jenkins.NotFoundException as exc:
-            raise JenkinsError("not-found", f"{what}: not found") from exc
+            raise JenkinsError(ErrorKind.NOT_FOUND, f"{what}: not found") from exc
         except jenkins.TimeoutException as exc:
-            raise JenkinsError("timeout", f"{what}: timed out") from exc
+            raise JenkinsError(ErrorKind.TIMEOUT, f"{what}: timed out") from exc
         except jenkins.JenkinsException as exc:
             text = str(exc)
             match = re.search(r"\[(\d{3})\]", text)
             status = int(match.group(1)) if match else 0
-            kind = {401: "auth", 403: "forbidden"}.get(status, "server-error" if status >= 500 else "error")
+            kind = {401: ErrorKind.AUTH, 403: ErrorKind.FORBIDDEN}.get(
+                status, ErrorKind.SERVER_ERROR if status >= 500 else ErrorKind.OTHER
+            )
             if status == 0 and "Error in request" in text:
-                kind = "unreachable"
+                kind = ErrorKind.UNREACHABLE
             first_line = text.splitlines()[0] if text else type(exc).__name__
             raise JenkinsError(kind, f"{what}: {_short(first_line)}") from exc
         except requests.HTTPError as exc:
@@ -76,19 +78,21 @@ class JenkinsAdapter:
             status = response.status_code if response is not None else 0
             detail = response.headers.get("X-Error", "") if response is not None else ""
             kind = (
-                "conflict"
+                ErrorKind.CONFLICT
                 if _ALREADY_EXISTS.search(detail)
-                else ("bad-request" if status < 500 else "server-error")
+                else (ErrorKind.BAD_REQUEST if status < 500 else ErrorKind.SERVER_ERROR)
             )
             raise JenkinsError(kind, f"{what}: HTTP {status} {_short(detail)}".rstrip()) from exc
         except requests.Timeout as exc:
-            raise JenkinsError("timeout", f"{what}: timed out") from exc
+            raise JenkinsError(ErrorKind.TIMEOUT, f"{what}: timed out") from exc
         except requests.ConnectionError as exc:
-            raise JenkinsError("unreachable", f"{what}: cannot connect to {self.url}") from exc
+            raise JenkinsError(ErrorKind.UNREACHABLE, f"{what}: cannot connect to {self.url}") from exc
         except requests.RequestException as exc:
-            raise JenkinsError("unreachable", f"{what}: {type(exc).__name__}") from exc
+            raise JenkinsError(ErrorKind.UNREACHABLE, f"{what}: {type(exc).__name__}") from exc
         except (ValueError, KeyError, TypeError) as exc:
-            raise JenkinsError("bad-response", f"{what}: unexpected answer ({_short(str(exc))})") from exc
+            raise JenkinsError(
+                ErrorKind.BAD_RESPONSE, f"{what}: unexpected answer ({_short(str(exc))})"
+            ) from exc
 
     def _get(self, path: str) -> str:
         return str(self._server.jenkins_open(requests.Request("GET", self.url + path)))
@@ -105,7 +109,7 @@ class JenkinsAdapter:
         except JenkinsError as exc:
             # python-jenkins fetches the crumb once; with a password (not an API token) it is
             # tied to a session that a controller restart ends. Fetch a new one, try again once.
-            if exc.kind != "forbidden" or "crumb" not in str(exc.__cause__).lower():
+            if exc.kind is not ErrorKind.FORBIDDEN or "crumb" not in str(exc.__cause__).lower():
                 raise
             self._server.crumb = None
             self._call(what, post)
@@ -146,7 +150,9 @@ class JenkinsAdapter:
         try:
             return tuple(item_from_raw(raw, nodes) for raw in data.get("items", []))
         except (ValueError, KeyError, TypeError) as exc:
-            raise JenkinsError("bad-response", f"read queue: unexpected item ({_short(str(exc))})") from exc
+            raise JenkinsError(
+                ErrorKind.BAD_RESPONSE, f"read queue: unexpected item ({_short(str(exc))})"
+            ) from exc
 
     # -- writes ----------------------------------------------------------------------------
 
@@ -193,9 +199,11 @@ class JenkinsAdapter:
         try:
             arguments = [a.text or "" for a in ET.fromstring(text).iter("argument")]
         except ET.ParseError as exc:
-            raise JenkinsError("bad-response", f"read secret of {name}: JNLP file is not XML") from exc
+            raise JenkinsError(
+                ErrorKind.BAD_RESPONSE, f"read secret of {name}: JNLP file is not XML"
+            ) from exc
         if not arguments or not re.fullmatch(r"[0-9a-f]{64}", arguments[0]):
-            raise JenkinsError("bad-response", f"read secret of {name}: no secret in the JNLP file")
+            raise JenkinsError(ErrorKind.BAD_RESPONSE, f"read secret of {name}: no secret in the JNLP file")
         return arguments[0]
 
     def set_temporarily_offline(self, name: str, offline: bool, message: str = "") -> Node:
@@ -212,7 +220,7 @@ class JenkinsAdapter:
         try:
             self._post(f"delete node {name}", f"{self._node_path(name)}/doDelete")
         except JenkinsError as exc:
-            if exc.kind != "not-found":
+            if exc.kind is not ErrorKind.NOT_FOUND:
                 raise
 
     @property

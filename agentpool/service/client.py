@@ -11,14 +11,15 @@ from typing import Any
 
 import requests
 
+from agentpool.errors import AgentpoolError
 from agentpool.service.http import parse_listen
 
 
-class DaemonUnavailable(Exception):
+class DaemonUnavailable(AgentpoolError):
     """No daemon answers on the configured address."""
 
 
-class DaemonError(Exception):
+class DaemonError(AgentpoolError):
     """The daemon answered with an error (unknown pool, bad request, internal error)."""
 
 

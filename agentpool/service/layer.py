@@ -1,8 +1,9 @@
 """The service layer around the engine: metrics, sd_notify and the HTTP endpoints.
 
-It listens to the engine through :class:`agentpool.daemon.Hooks`, so the engine knows
+It listens to the engine through :class:`agentpool.report.Hooks`, so the engine knows
 nothing of Prometheus or systemd, and it turns the endpoints' requests (drain, resume,
-status, health) into calls on the running daemon.
+status, health) into calls on the running engine, which it knows only through
+:class:`agentpool.report.EngineControl` (never the engine or daemon modules).
 """
 
 from __future__ import annotations
@@ -10,45 +11,48 @@ from __future__ import annotations
 import logging
 import time
 from collections import Counter
-from typing import TYPE_CHECKING
+from collections.abc import Callable
+from typing import TYPE_CHECKING, assert_never
 
 from agentpool import planner
-from agentpool.daemon import Hooks, PassReport
-from agentpool.executor import Outcome
-from agentpool.model import Memory, Provision, Reap
+from agentpool.errors import ErrorKind, System
+from agentpool.model import Cordon, Memory, Provision, Reap, RemoveOrphan
+from agentpool.report import EngineControl, Hooks, Outcome, PassReport
 from agentpool.service.http import ServiceHTTP, health_verdict
 from agentpool.service.metrics import Metrics
 from agentpool.service.notify import Notifier
 
 if TYPE_CHECKING:
     from agentpool.config import Config
-    from agentpool.daemon import Daemon
 
 log = logging.getLogger("agentpool.service")
 
 
 class ServiceLayer(Hooks):
-    def __init__(self, config: Config, notifier: Notifier | None = None) -> None:
+    def __init__(
+        self, config: Config, notifier: Notifier | None = None, clock: Callable[[], float] = time.time
+    ) -> None:
         self.config = config
+        self.clock = clock  # wall clock: compared with the engine's last_success timestamp
         self.metrics = Metrics(p.name for p in config.pools)
         self.notifier = notifier or Notifier()
         self.http: ServiceHTTP | None = None
-        self.daemon: Daemon | None = None
+        self.engine: EngineControl | None = None
         self._ready = False
         self._stopping = False  # after STOPPING=1, the pass being finished notifies nothing more
 
     # -- lifecycle -------------------------------------------------------------------------
 
-    def start(self, daemon: Daemon) -> None:
-        self.daemon = daemon
+    def start(self, engine: EngineControl) -> None:
+        self.engine = engine
         if self.config.metrics.listen:
             self.http = ServiceHTTP(
                 self.config.metrics.listen,
                 self.metrics,
                 health=self.health,
-                status=lambda: daemon.engine.status(),
-                drain=lambda pool: {"pools": daemon.engine.set_draining(pool, True)},
-                resume=lambda pool: {"pools": daemon.engine.set_draining(pool, False)},
+                status=engine.status,
+                drain=lambda pool: {"pools": engine.set_draining(pool, True)},
+                resume=lambda pool: {"pools": engine.set_draining(pool, False)},
             )
             self.http.start()
 
@@ -67,12 +71,12 @@ class ServiceLayer(Hooks):
             self.http = None
 
     def health(self) -> tuple[bool, str]:
-        engine = self.daemon.engine if self.daemon else None
+        engine = self.engine
         if engine is None:
             return False, "not started"
         report = engine.last_report
         return health_verdict(
-            engine.last_success, time.time(), self.config.poll_interval, report.error if report else ""
+            engine.last_success, self.clock(), self.config.poll_interval, report.error if report else ""
         )
 
     # -- hooks -----------------------------------------------------------------------------
@@ -89,7 +93,7 @@ class ServiceLayer(Hooks):
         m.set_agents(states)
         m.set_waiting(report.plan.demand)
         if report.ok:
-            m.pass_succeeded(time.time())
+            m.pass_succeeded(self.clock())
         if self._stopping:
             return
         if report.ok and not self._ready:
@@ -98,20 +102,26 @@ class ServiceLayer(Hooks):
         self.notifier.watchdog()
         self.notifier.status(summary(states, sum(report.plan.demand.values()), report))
 
-    def api_error(self, system: str, kind: str) -> None:
+    def api_error(self, system: System, kind: ErrorKind) -> None:
         self.metrics.api_error(system, kind)
 
     def outcome(self, outcome: Outcome, memory: Memory, now: float) -> None:
         action = outcome.action
-        if isinstance(action, Provision):
-            if outcome.ok:
-                self.metrics.provisioned(action.pool)
-            else:
-                self.metrics.launch_failed(action.pool)
-        elif isinstance(action, Reap) and outcome.ok and outcome.removed:
-            self.metrics.reaped(action.pool, action.reason.value)
-            if action.count_launch_failure:
-                self.metrics.launch_failed(action.pool)
+        match action:
+            case Provision():
+                if outcome.ok:
+                    self.metrics.provisioned(action.pool)
+                else:
+                    self.metrics.launch_failed(action.pool)
+            case Reap():
+                if outcome.ok and outcome.removed:
+                    self.metrics.reaped(action.pool, action.reason.value)
+                    if action.count_launch_failure:
+                        self.metrics.launch_failed(action.pool)
+            case Cordon() | RemoveOrphan():
+                pass
+            case _:
+                assert_never(action)
 
     def agent_online(self, pool: str, waited: float) -> None:
         self.metrics.observe_online(pool, waited)
