@@ -259,6 +259,17 @@ class RemoveOrphan:
     detail: str
 
 
+class UnservedReason(StrEnum):
+    """Why a waiting item is not served this pass; ``Unserved.why`` starts with the value."""
+
+    NO_POOL = "no pool matches"
+    CAP = "cap reached"
+    BACKOFF = "backoff"
+    DRAINING = "draining"
+    LABEL_UNKNOWN = "label unknown"
+    NO_HOST = "no docker host reachable"
+
+
 @dataclass(frozen=True, slots=True)
 class Unserved:
     """A waiting item agentpool will not serve this pass, and why (for `status` and logs)."""
@@ -266,7 +277,8 @@ class Unserved:
     item_id: int
     task_name: str
     label: str | None
-    why: str  # "no pool matches", "cap reached", "backoff", "draining", "label unknown"
+    why: str  # the reason's value, with details: "cap reached (pool a: max_agents 1)"
+    reason: UnservedReason = UnservedReason.NO_POOL
 
 
 Action = Provision | Reap | Cordon | RemoveOrphan

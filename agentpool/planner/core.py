@@ -1,0 +1,137 @@
+"""One pass of the planner: the phases in their order, each a function of explicit values.
+
+what is ours → adopt → assess every agent → idle reaps → orphans → serve waiting items →
+warm pool → excess volumes. Each phase returns values (actions, capacity, memory) that the
+next one is given; the order matters only through what is passed along.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from agentpool.config import Config, PoolConfig
+from agentpool.model import Action, AgentMemory, Memory, Observed, Plan, PoolMemory, Unserved
+from agentpool.planner.assess import AgentView, assess, idle_reaps
+from agentpool.planner.capacity import NO_CAPACITY, HostCapacity, PoolCapacity
+from agentpool.planner.demand import foreign_slots, probe, serve
+from agentpool.planner.launch import Budget, Context
+from agentpool.planner.memory import copy_memory
+from agentpool.planner.orphans import excess_volumes, free_volumes, sweep_orphans
+from agentpool.planner.ownership import Ours, adopt, what_is_ours
+from agentpool.planner.routing import Groups, demand_counts, first_seen, group_items, remember_labels, route
+from agentpool.planner.warm import warm_pool
+
+
+@dataclass(frozen=True, slots=True)
+class Agents:
+    """The outcome of assessing every agent, then of the idle reaps."""
+
+    actions: tuple[Action, ...]
+    memory: dict[str, AgentMemory]  # every agent's new memory, in the old order
+    capacity: dict[str, PoolCapacity]  # per pool of the config
+    on_hosts: dict[str, int]  # agents per host
+    gone: frozenset[str]  # reaped for good this pass
+    recovered: frozenset[str]  # pools whose launch failures are forgiven
+
+
+def assess_agents(
+    ours: Ours, pools: Mapping[str, PoolConfig], memory: Memory, wanted: frozenset[str], now: float
+) -> Agents:
+    actions: list[Action] = []
+    agents = dict(memory.agents)
+    capacity = dict.fromkeys(pools, NO_CAPACITY)
+    idle: dict[str, list[AgentMemory]] = {name: [] for name in pools}
+    on_hosts: dict[str, int] = {}
+    gone: set[str] = set()
+    recovered: set[str] = set()
+    for name in sorted(memory.agents):
+        am = memory.agents[name]
+        pool, pool_mem = pools.get(am.pool), memory.pools.get(am.pool)
+        draining = pool is None or (pool_mem is not None and pool_mem.draining)
+        view = AgentView(
+            am, pool, draining, ours.nodes.get(name), ours.containers.get(name), am.host in ours.reachable
+        )
+        result = assess(view, now)
+        agents[name] = result.memory
+        if result.action is not None:
+            actions.append(result.action)
+        if result.gone:
+            gone.add(name)
+        if result.on_host:
+            on_hosts[am.host] = on_hosts.get(am.host, 0) + 1
+        if result.recovered and pool_mem is not None:
+            recovered.add(am.pool)
+        if pool is not None:
+            capacity[pool.name] = capacity[pool.name] + result.capacity
+            if result.idle:
+                idle[pool.name].append(result.memory)
+    for pool in pools.values():
+        reaps, capacity[pool.name] = idle_reaps(
+            pool, idle[pool.name], capacity[pool.name], pool.name in wanted, ours.nodes, now
+        )
+        actions.extend(reaps)
+    return Agents(tuple(actions), agents, capacity, on_hosts, frozenset(gone), frozenset(recovered))
+
+
+def _forgive(pools: dict[str, PoolMemory], recovered: frozenset[str]) -> None:
+    for name in recovered:
+        pools[name] = PoolMemory(consecutive_failures=0, backoff_until=0.0, draining=pools[name].draining)
+
+
+def _queue(observed: Observed, mem: Memory, now: float) -> Groups | None:
+    """The waiting items by label (None without a queue); remembers first sights and labels."""
+    if observed.queue is None:
+        return None
+    mem.item_first_seen = first_seen(observed.queue, mem.item_first_seen, now)
+    queue, mem.item_labels = remember_labels(observed.queue, mem.item_labels)
+    return group_items(queue)
+
+
+def _decide(observed: Observed, config: Config, mem: Memory, now: float) -> Plan:
+    pools = {pool.name: pool for pool in config.pools}
+    ours = what_is_ours(observed, config, mem.agents)
+    taken = frozenset(mem.agents) | frozenset(ours.nodes) | frozenset(ours.containers)
+    groups = _queue(observed, mem, now)
+    routes = route(groups or {}, config.pools)
+    wanted = frozenset(p.name for candidates in routes.values() for p in candidates)
+    mem.agents.update(adopt(ours, pools, mem.agents, now))
+    agents = assess_agents(ours, pools, mem, wanted, now)
+    mem.agents = agents.memory
+    _forgive(mem.pools, agents.recovered)
+    sweep = sweep_orphans(ours, pools, mem.agents, mem.orphan_seen, config.instance, now)
+    mem.orphan_seen = sweep.orphan_seen
+    hosts = HostCapacity.of(config.docker_hosts, ours.reachable).add(agents.on_hosts).add(sweep.on_hosts)
+    budget = Budget(agents.capacity, hosts, free_volumes(ours.volumes, pools, mem.agents), taken)
+    ctx = Context(config, pools, mem.pools, now)
+    actions: list[Action] = [*agents.actions, *sweep.actions]
+    unserved: list[Unserved] = []
+    if groups is not None:
+        served = serve(ctx, groups, routes, foreign_slots(ours.nodes, ours.our_nodes), budget)
+        actions.extend(served.actions)
+        unserved.extend(served.unserved)
+        budget = served.budget
+        if groups.get(None):
+            alive = any(name not in agents.gone for name in mem.agents)
+            probed = probe(ctx, groups[None], budget, not ours.nodes, not alive)
+            actions.extend(probed.actions)
+            unserved.extend(probed.unserved)
+            budget = probed.budget
+    warm, budget = warm_pool(ctx, budget)
+    actions.extend(warm)
+    actions.extend(excess_volumes(budget.free_volumes, pools))
+    return Plan(actions=tuple(actions), unserved=tuple(unserved), demand=demand_counts(groups or {}))
+
+
+def plan(observed: Observed, config: Config, memory: Memory, now: float) -> tuple[Plan, Memory]:
+    """Decide this pass' actions; return them with the memory for the next pass (a new object).
+
+    Without Jenkins (``observed.nodes`` is None) nothing is decided: busy states and demand
+    are unknown, and nothing destructive happens on a guess.
+    """
+    mem = copy_memory(memory)
+    for pool in config.pools:
+        mem.pools.setdefault(pool.name, PoolMemory())
+    if observed.nodes is None:
+        return Plan(actions=()), mem
+    return _decide(observed, config, mem, now), mem

@@ -1,0 +1,133 @@
+"""Orphans and excess volumes: what is ours but belongs to no agent, removed on the second sight.
+
+A resource is removed only after it looked orphaned on two passes and is older than its
+grace (a pool's ``launch_timeout`` at least, so that cleanup never races a launch in
+progress). Free volumes of reuse pools are a warm cache, kept up to the pool's
+``max_agents``; the oldest beyond that are removed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from agentpool.config import PoolConfig
+from agentpool.model import AgentMemory, Reason, RemoveOrphan, ResourceKind, Volume
+from agentpool.planner.assess import ORPHAN_GRACE
+from agentpool.planner.launch import FreeVolumes
+from agentpool.planner.memory import orphan_key
+from agentpool.planner.names import agent_pattern
+from agentpool.planner.ownership import Ours
+
+
+@dataclass(frozen=True, slots=True)
+class Sweep:
+    actions: tuple[RemoveOrphan, ...]
+    orphan_seen: dict[str, float]  # the memory of what looked orphaned, for the next pass
+    on_hosts: dict[str, int]  # orphaned containers per host (they still take room)
+
+
+@dataclass(frozen=True, slots=True)
+class _Candidate:
+    kind: ResourceKind
+    host: str
+    name: str
+    age: float | None  # None: unknown, counted from when it was first seen orphaned
+    grace: float
+    detail: str
+
+
+def _grace(pools: Mapping[str, PoolConfig], pool_name: str) -> float:
+    pool = pools.get(pool_name)
+    return max(ORPHAN_GRACE, pool.launch_timeout) if pool else ORPHAN_GRACE
+
+
+def _candidates(
+    ours: Ours, pools: Mapping[str, PoolConfig], agents: Mapping[str, AgentMemory], instance: str, now: float
+) -> list[_Candidate]:
+    found: list[_Candidate] = []
+    for agent, c in [*ours.containers.items(), *((c.agent or c.name, c) for c in ours.extra_containers)]:
+        if agent in agents and ours.containers.get(agent) is c:
+            continue
+        detail = f"container {c.name} has no node"
+        found.append(
+            _Candidate(ResourceKind.CONTAINER, c.host, c.id, now - c.created, _grace(pools, c.pool), detail)
+        )
+    if ours.all_hosts_reachable:
+        pattern = agent_pattern(instance)
+        for name in ours.our_nodes:
+            if name in agents or name in ours.containers:
+                continue
+            m = pattern.match(name)
+            grace = _grace(pools, m.group("pool") if m else "")
+            found.append(_Candidate(ResourceKind.NODE, "", name, None, grace, "node has no container"))
+    held = {(a.host, a.volume) for a in agents.values() if a.volume}
+    for v in ours.volumes:
+        if (v.host, v.name) in held or (
+            v.agent in ours.containers and ours.containers[v.agent].host == v.host
+        ):
+            continue
+        pool = pools.get(v.pool)
+        if v.free and pool is not None and pool.docker_volume == "reuse":
+            continue  # a warm cache waiting for the pool's next agent
+        found.append(
+            _Candidate(
+                ResourceKind.VOLUME, v.host, v.name, now - v.created, ORPHAN_GRACE, "volume has no agent"
+            )
+        )
+    return found
+
+
+def sweep_orphans(
+    ours: Ours,
+    pools: Mapping[str, PoolConfig],
+    agents: Mapping[str, AgentMemory],
+    orphan_seen: Mapping[str, float],
+    instance: str,
+    now: float,
+) -> Sweep:
+    actions: list[RemoveOrphan] = []
+    seen: dict[str, float] = {}
+    on_hosts: dict[str, int] = {}
+    for c in _candidates(ours, pools, agents, instance, now):
+        if c.kind is ResourceKind.CONTAINER:
+            on_hosts[c.host] = on_hosts.get(c.host, 0) + 1
+        key = orphan_key(c.kind, c.host, c.name)
+        first = orphan_seen.get(key)
+        seen[key] = first if first is not None else now
+        if first is None:
+            continue  # seen orphaned once: wait for a second pass
+        age = now - first if c.age is None else c.age
+        if age >= c.grace:
+            actions.append(RemoveOrphan(c.kind, c.host, c.name, Reason.ORPHAN, c.detail))
+    return Sweep(tuple(actions), seen, on_hosts)
+
+
+def free_volumes(
+    volumes: tuple[Volume, ...], pools: Mapping[str, PoolConfig], agents: Mapping[str, AgentMemory]
+) -> dict[tuple[str, str], tuple[Volume, ...]]:
+    """Reuse pools' volumes no agent holds, by (pool, host), most recently used first."""
+    held = {(a.host, a.volume) for a in agents.values() if a.volume}
+    free: dict[tuple[str, str], list[Volume]] = {}
+    for v in volumes:
+        pool = pools.get(v.pool)
+        if v.free and pool is not None and pool.docker_volume == "reuse" and (v.host, v.name) not in held:
+            free.setdefault((v.pool, v.host), []).append(v)
+    return {key: tuple(sorted(vs, key=lambda v: (-v.last_used, v.name))) for key, vs in free.items()}
+
+
+def excess_volumes(free: FreeVolumes, pools: Mapping[str, PoolConfig]) -> list[RemoveOrphan]:
+    """Free volumes beyond a pool's ``max_agents`` (after this pass' leases), oldest first."""
+    by_pool: dict[str, list[Volume]] = {}
+    for (pool, _host), volumes in free.items():
+        by_pool.setdefault(pool, []).extend(volumes)
+    actions: list[RemoveOrphan] = []
+    for name, pooled in by_pool.items():
+        keep = pools[name].max_agents
+        pooled.sort(key=lambda v: (-v.last_used, v.name))
+        detail = f"pool {name} keeps at most {keep} free volumes"
+        for v in reversed(pooled[keep:]):  # oldest first
+            actions.append(
+                RemoveOrphan(ResourceKind.VOLUME, v.host, v.name, Reason.EXCESS_FREE_VOLUME, detail)
+            )
+    return actions
