@@ -192,7 +192,14 @@ class Executor:
     # -- reap ------------------------------------------------------------------------------
 
     def reap(self, action: Reap) -> Outcome:
+        """Remove the agent; with ``check_idle`` only once its node was taken offline and is still idle.
+
+        A failure before the node is deleted puts back online a node this reap took offline
+        (the next pass decides again); after that, what is left has no node and is removed by
+        the next pass (a lost agent) or the orphan sweep.
+        """
         agent = action.agent
+        took_offline = False
         if action.check_idle:
             try:
                 # Offline already (an admin, or our cordon): not ours to bring back online.
@@ -208,20 +215,31 @@ class Executor:
                     if not was_offline:
                         self.jenkins.set_temporarily_offline(agent, False)
                     return Outcome(action, ok=True, removed=False)
+                took_offline = not was_offline
         host = self.hosts.get(action.host)
-        tail = ""
-        volume = None
-        if host is not None:
-            if action.reason in _TAIL_REASONS:
-                tail = host.logs_tail(agent)
-            volume = host.agent_volume(agent)
-        self.jenkins.delete_node(agent)
+        try:
+            tail, volume = "", None
+            if host is not None:
+                if action.reason in _TAIL_REASONS:
+                    tail = host.logs_tail(agent)
+                volume = host.agent_volume(agent)
+            self.jenkins.delete_node(agent)
+        except Exception:
+            if took_offline:
+                self._back_online(agent)
+            raise
         if host is not None:
             host.remove_agent(agent)
             volume = volume or action.volume or volume_name(agent)
             if not action.keep_volume:
                 host.remove_volume(volume)
         return Outcome(action, ok=True, removed=True, volume=volume or "", log_tail=tail)
+
+    def _back_online(self, agent: str) -> None:
+        try:
+            self.jenkins.set_temporarily_offline(agent, False)
+        except Exception as exc:  # it stays offline and idle: the next pass reaps it again
+            log.warning("putting %s back online failed: %s", agent, exc)
 
     # -- orphans ---------------------------------------------------------------------------
 
