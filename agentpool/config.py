@@ -28,9 +28,9 @@ from pydantic import (
     field_validator,
 )
 
+from agentpool.env import expand_env
 from agentpool.errors import AgentpoolError
 from agentpool.labels import quote_atom
-from agentpool.service.env import expand_env
 
 log = logging.getLogger(__name__)
 
