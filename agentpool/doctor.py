@@ -25,7 +25,10 @@ import docker.errors
 import jenkins
 import requests
 
+from agentpool.adapters.docker import DockerHost
+from agentpool.backend import Backend
 from agentpool.config import Config, DockerHostConfig, PoolConfig
+from agentpool.errors import AgentpoolError, ErrorKind, ExternalError
 from agentpool.logs import redact, register_secret
 from agentpool.security import create_container, host_config_kwargs, missing_capabilities
 
@@ -293,11 +296,15 @@ def parse_probe(output: str, mount: str = PROBE_MOUNT) -> HostFacts:
     return facts
 
 
-def check_docker_host(config: Config, host: DockerHostConfig) -> list[Check]:
+def check_docker_host(config: Config, host: DockerHostConfig, backend: Backend | None = None) -> list[Check]:
+    """Reachability and images through the backend interface, then the engine's own diagnostics."""
     prefix = f"docker {host.name}"
+    backend = backend if backend is not None else DockerHost(host.name, host.url, timeout=60)
     try:
+        backend.ping()
+        present, image_checks = _check_images(backend, config, prefix)
         client = docker.DockerClient(base_url=host.url, timeout=60)
-    except docker.errors.DockerException as exc:
+    except (AgentpoolError, docker.errors.DockerException) as exc:
         return [
             Check(
                 f"{prefix} reachable",
@@ -306,44 +313,58 @@ def check_docker_host(config: Config, host: DockerHostConfig) -> list[Check]:
                 "start the engine, check docker_hosts[].url, and that agentpool's user is in group docker",
             )
         ]
+    finally:
+        backend.close()
     try:
-        return _check_engine(client, config, host)
+        return _check_engine(client, config, host, present, image_checks)
     finally:
         client.close()
 
 
-def _check_engine(client: docker.DockerClient, config: Config, host: DockerHostConfig) -> list[Check]:
+def _check_images(backend: Backend, config: Config, prefix: str) -> tuple[list[PoolConfig], list[Check]]:
+    """The pools whose image the host has (agentpool never pulls), and a check per pool."""
+    present: list[PoolConfig] = []
+    checks: list[Check] = []
+    for pool in config.pools:
+        name = f"{prefix} image {pool.image}"
+        try:
+            found = backend.image_present(pool.image)
+        except ExternalError as exc:
+            if exc.kind is ErrorKind.UNREACHABLE:
+                raise
+            checks.append(Check(name, False, f"pool {pool.name}: {_short(exc.message)}", "check the engine"))
+            continue
+        if not found:
+            checks.append(
+                Check(
+                    name,
+                    False,
+                    f"pool {pool.name}: image not present on {backend.name} (agentpool never pulls)",
+                    f"build or load {pool.image} on {backend.name} (images/build, or docker save | docker load)",
+                )
+            )
+            continue
+        present.append(pool)
+        checks.append(Check(name, True, f"pool {pool.name}: present"))
+    return present, checks
+
+
+def _check_engine(
+    client: docker.DockerClient,
+    config: Config,
+    host: DockerHostConfig,
+    present: list[PoolConfig],
+    image_checks: list[Check],
+) -> list[Check]:
     prefix = f"docker {host.name}"
     try:
-        client.ping()
         info = client.info()
         version = client.version().get("Version", "?")
     except (docker.errors.DockerException, requests.RequestException) as exc:
         return [
             Check(f"{prefix} reachable", False, f"{host.url}: {_short(exc)}", "check that the engine runs")
         ]
-    checks = [Check(f"{prefix} reachable", True, f"Docker {version} at {host.url}")]
-
-    present: list[PoolConfig] = []
-    for pool in config.pools:
-        name = f"{prefix} image {pool.image}"
-        try:
-            client.images.get(pool.image)
-        except docker.errors.ImageNotFound:
-            checks.append(
-                Check(
-                    name,
-                    False,
-                    f"pool {pool.name}: image not present on {host.name} (agentpool never pulls)",
-                    f"build or load {pool.image} on {host.name} (images/build, or docker save | docker load)",
-                )
-            )
-            continue
-        except docker.errors.DockerException as exc:
-            checks.append(Check(name, False, f"pool {pool.name}: {_short(exc)}", "check the engine"))
-            continue
-        present.append(pool)
-        checks.append(Check(name, True, f"pool {pool.name}: present"))
+    checks = [Check(f"{prefix} reachable", True, f"Docker {version} at {host.url}"), *image_checks]
 
     facts, probe_error = _probe(client, config, present)
     for pool in present:
