@@ -69,7 +69,9 @@ class Node:
         return sum(1 for e in self.executors if e.idle)
 
 
-class ContainerState(StrEnum):
+class ResourceState(StrEnum):
+    """The state of an agent's resource on its backend (the Docker container states today)."""
+
     CREATED = "created"
     RUNNING = "running"
     RESTARTING = "restarting"
@@ -80,22 +82,27 @@ class ContainerState(StrEnum):
 
 
 @dataclass(frozen=True, slots=True)
-class Container:
-    """An agent container of this instance on one Docker host."""
+class AgentResource:
+    """What runs one agent of this instance on its backend (a Docker container today)."""
 
     host: str
     id: str
     name: str
     agent: str
     pool: str
-    state: ContainerState
+    state: ResourceState
     created: float  # epoch seconds
     volume: str = ""  # mounted at /var/lib/docker: a leased one is named after an earlier agent
 
 
+# The Docker names of the two types above, which the Docker adapter and the tests use.
+ContainerState = ResourceState
+Container = AgentResource
+
+
 @dataclass(frozen=True, slots=True)
 class Volume:
-    """A per-agent docker volume (mounted at the agent's /var/lib/docker) of this instance."""
+    """An agent's storage on its backend (a Docker volume mounted at its /var/lib/docker)."""
 
     host: str
     name: str
@@ -108,11 +115,11 @@ class Volume:
 
 @dataclass(frozen=True, slots=True)
 class HostView:
-    """What one Docker host showed this pass; ``reachable`` False means nothing is known."""
+    """What one backend host showed this pass; ``reachable`` False means nothing is known."""
 
     name: str
     reachable: bool
-    containers: tuple[Container, ...] = ()
+    containers: tuple[AgentResource, ...] = ()  # the agents' resources (containers)
     volumes: tuple[Volume, ...] = ()
     error: str = ""
 

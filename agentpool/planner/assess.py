@@ -11,13 +11,13 @@ from dataclasses import dataclass, replace
 from agentpool.config import PoolConfig
 from agentpool.model import (
     AgentMemory,
+    AgentResource,
     AgentState,
-    Container,
-    ContainerState,
     Cordon,
     Node,
     Reap,
     Reason,
+    ResourceState,
 )
 from agentpool.planner.capacity import NO_CAPACITY, PoolCapacity
 
@@ -25,7 +25,7 @@ from agentpool.planner.capacity import NO_CAPACITY, PoolCapacity
 ORPHAN_GRACE = 60.0
 
 _CLEAN_REAPS = frozenset({Reason.IDLE_TIMEOUT, Reason.DRAIN, Reason.ONE_SHOT_DONE})
-_GONE = frozenset({ContainerState.EXITED, ContainerState.DEAD, ContainerState.REMOVING})
+_GONE = frozenset({ResourceState.EXITED, ResourceState.DEAD, ResourceState.REMOVING})
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,7 +53,7 @@ class AgentView:
     pool: PoolConfig | None  # None: its pool left the config
     draining: bool
     node: Node | None
-    container: Container | None
+    container: AgentResource | None
     reachable: bool  # its host answered this pass
 
 

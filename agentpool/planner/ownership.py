@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from agentpool.config import Config, PoolConfig
-from agentpool.model import AgentMemory, Container, Node, Observed, Volume
+from agentpool.model import AgentMemory, AgentResource, Node, Observed, Volume
 from agentpool.planner.names import agent_pattern
 
 
@@ -20,8 +20,8 @@ from agentpool.planner.names import agent_pattern
 class Ours:
     """This instance's share of one observation (reachable hosts only)."""
 
-    containers: Mapping[str, Container]  # agent name -> its (first) container
-    extra_containers: tuple[Container, ...]  # a second container claiming an agent's name
+    containers: Mapping[str, AgentResource]  # agent name -> its (first) container
+    extra_containers: tuple[AgentResource, ...]  # a second container claiming an agent's name
     volumes: tuple[Volume, ...]
     nodes: Mapping[str, Node]  # every node Jenkins reported, ours or not
     our_nodes: Mapping[str, Node]
@@ -31,8 +31,8 @@ class Ours:
 
 def what_is_ours(observed: Observed, config: Config, agents: Mapping[str, AgentMemory]) -> Ours:
     prefix = f"{config.instance}-"
-    containers: dict[str, Container] = {}
-    extra: list[Container] = []
+    containers: dict[str, AgentResource] = {}
+    extra: list[AgentResource] = []
     volumes: list[Volume] = []
     reachable = frozenset(h.name for h in observed.hosts if h.reachable)
     for view in observed.hosts:
