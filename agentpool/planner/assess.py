@@ -139,19 +139,19 @@ def _disconnected(view: AgentView, node: Node, now: float) -> Assessment:
 def _connected(view: AgentView, node: Node, now: float) -> Assessment:
     am, pool = view.memory, view.pool
     recovered = am.online_at is None and not node.offline
-    am = replace(am, offline_since=None, online_at=now if am.online_at is None else am.online_at)
+    online_at = now if am.online_at is None else am.online_at
     accepting = not node.temporarily_offline
     if node.busy:
         started = am.builds_started + (1 if am.idle_since is not None or am.builds_started == 0 else 0)
-        am = replace(am, idle_since=None, builds_started=started)
+        am = _updated(am, online_at=online_at, idle_since=None, builds_started=started)
         if pool is not None and pool.one_shot:
             detail = "one-shot agent started its build"
             cordon = Cordon(am.name, am.pool, am.host, Reason.ONE_SHOT_BUSY, detail) if accepting else None
             return Assessment(am, cordon, PoolCapacity(agents=1), on_host=True, recovered=recovered)
         idle = node.idle_executors if accepting else 0
         return Assessment(am, None, PoolCapacity(1, idle, 0), on_host=True, recovered=recovered)
-    if am.idle_since is None:
-        am = replace(am, idle_since=now)
+    idle_since = now if am.idle_since is None else am.idle_since
+    am = _updated(am, online_at=online_at, idle_since=idle_since, builds_started=am.builds_started)
     if view.draining:
         action = reap(am, pool, Reason.DRAIN, "pool is draining", check_idle=True)
         return Assessment(am, action, PoolCapacity(agents=1), on_host=True, recovered=recovered)
@@ -164,6 +164,24 @@ def _connected(view: AgentView, node: Node, now: float) -> Assessment:
         return Assessment(am, action, PoolCapacity(agents=1 if accepting else 0), True, recovered=recovered)
     idle = node.idle_executors if accepting else 0
     return Assessment(am, None, PoolCapacity(1, idle, 0), on_host=True, idle=True, recovered=recovered)
+
+
+def _updated(
+    am: AgentMemory, *, online_at: float, idle_since: float | None, builds_started: int
+) -> AgentMemory:
+    """The memory of a connected agent (cheaper than ``dataclasses.replace``, once per agent and pass)."""
+    return AgentMemory(
+        name=am.name,
+        pool=am.pool,
+        host=am.host,
+        launched_at=am.launched_at,
+        online_at=online_at,
+        idle_since=idle_since,
+        builds_started=builds_started,
+        volume=am.volume,
+        offline_since=None,
+        needed_since=am.needed_since,
+    )
 
 
 def idle_reaps(

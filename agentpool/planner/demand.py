@@ -62,8 +62,9 @@ def _use_existing(routes: Sequence[str], budget: Budget, waiting: int) -> tuple[
                 break
             capacity = budget.pools[name]
             capacity, used = capacity.use_starting(waiting) if starting else capacity.use_idle(waiting)
-            budget = budget.with_pool(name, capacity)
-            waiting -= used
+            if used:
+                budget = budget.with_pool(name, capacity)
+                waiting -= used
     return budget, waiting
 
 
@@ -73,7 +74,7 @@ def _start_for(
     """New agents for what is still waiting, best-fit pool first; why the rest waits."""
     actions: list[Provision] = []
     why = _NO_POOL
-    needed_since = min(i.in_queue_since for i in items)
+    needed_since = min(i.in_queue_since for i in items) if waiting else None
     for index, pool in enumerate(routes[label]):
         while waiting > 0:
             refused = blocked(ctx, pool, budget)
