@@ -94,7 +94,7 @@ class Engine:
         token = jenkins.token.get_secret_value() if jenkins.token is not None else ""
         register_secret(token)
         self.jenkins = JenkinsAdapter(jenkins.url, jenkins.user, token, timeout=jenkins.timeout)
-        self.hosts = {h.name: DockerHost(h.name, h.url) for h in config.docker_hosts}
+        self.hosts = {h.name: DockerHost.from_config(h) for h in config.docker_hosts}
         previous = getattr(self, "executor", None)
         self.executor = Executor(config, self.jenkins, self.hosts)
         if previous is not None:

@@ -6,18 +6,26 @@ tail for the record. Reads use the low-level API in one call per kind (no per-co
 inspect), so a pass costs two requests per host whatever the number of agents. "Not found"
 on removal counts as done: every call is safe to repeat. Failures leave as
 :class:`DockerError`.
+
+Engines are reached over ``unix://``, ``tcp://`` with TLS (the host's CA, client certificate
+and key; :func:`docker_client` builds the SDK client for every transport, doctor included) or
+``ssh://`` (the SDK's paramiko transport: keys, ``~/.ssh/config`` and ``known_hosts`` of the
+user agentpool runs as; unknown host keys are refused).
 """
 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Mapping
+import socket
+import urllib.parse
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import docker
 import docker.errors
+import docker.tls
 import requests
 
 from agentpool.errors import DockerError
@@ -31,8 +39,12 @@ from agentpool.model import (
     Volume,
 )
 
+if TYPE_CHECKING:
+    from agentpool.config import DockerHostConfig, DockerTLSConfig
+
 T = TypeVar("T")
 DOCKER_DIR = "/var/lib/docker"
+SSH_CONNECT_TIMEOUT = 10.0
 
 
 @dataclass(frozen=True)
@@ -67,21 +79,89 @@ def _parse_time(value: str | int | float | None) -> float:
     return datetime.fromisoformat(text + "+00:00").timestamp()
 
 
+def tls_config(tls: DockerTLSConfig | None) -> docker.tls.TLSConfig | None:
+    """The SDK's TLS settings from the host's (file paths, already checked by the config)."""
+    if tls is None:
+        return None
+    cert = (tls.cert, tls.key) if tls.cert is not None and tls.key is not None else None
+    return docker.tls.TLSConfig(client_cert=cert, ca_cert=tls.ca, verify=tls.verify)
+
+
+def docker_client(url: str, tls: DockerTLSConfig | None = None, timeout: float = 30.0) -> docker.DockerClient:
+    """An SDK client for one engine: unix://, tcp:// (with ``tls``, or plain) or ssh://.
+
+    Raises the SDK's, requests' or paramiko's own errors: :meth:`DockerHost._call` and
+    doctor turn them into causes with fixes.
+    """
+    if url.startswith("ssh://"):
+        # paramiko connects inside the constructor, with no timeout of its own: an unreachable
+        # host would hold the pass for the OS's TCP timeout.
+        parts = urllib.parse.urlparse(url)
+        with socket.create_connection((parts.hostname or "", parts.port or 22), timeout=SSH_CONNECT_TIMEOUT):
+            pass
+        return docker.DockerClient(base_url=url, timeout=int(timeout), use_ssh_client=False)
+    client = docker.DockerClient(base_url=url, tls=tls_config(tls) or False, timeout=int(timeout))
+    if tls is not None:
+        _pin_tls_verify(client.api)
+    return client
+
+
+def _pin_tls_verify(api: Any) -> None:
+    """Keep the engine's CA (or ``verify: false``) whatever REQUESTS_CA_BUNDLE says.
+
+    requests lets ``REQUESTS_CA_BUNDLE``/``CURL_CA_BUNDLE`` override a session's ``verify``
+    (psf/requests#3829): a daemon started with them set (common where a proxy re-signs TLS)
+    would check the engine against the wrong CAs and fail, or with ``verify: false`` verify.
+    """
+    merge = api.merge_environment_settings
+
+    def pinned(url: Any, proxies: Any, stream: Any, verify: Any, cert: Any) -> dict[str, Any]:
+        settings: dict[str, Any] = merge(url, proxies, stream, verify, cert)
+        settings["verify"] = api.verify
+        return settings
+
+    api.merge_environment_settings = pinned
+
+
+def _connect_reason(exc: BaseException) -> str:
+    """The cause in a connection error's words: the TLS alert, "refused", the auth failure."""
+    text = (str(exc).strip() or type(exc).__name__).splitlines()[0]
+    _, caused, cause = text.partition("(Caused by ")
+    if caused:
+        text = cause.removesuffix(")")
+    return text if len(text) <= 300 else text[:299] + "…"
+
+
+def _split_tag(image: str) -> tuple[str, str | None]:
+    """``registry:5000/a/b:tag`` → (``registry:5000/a/b``, ``tag``); digests stay whole."""
+    if "@" in image:
+        return image, None
+    name, sep, tag = image.rpartition(":")
+    if sep and "/" not in tag:
+        return name, tag
+    return image, "latest"
+
+
 class DockerHost:
     """One Docker engine agentpool may start agents on."""
 
-    def __init__(self, name: str, url: str, timeout: float = 30.0) -> None:
+    def __init__(
+        self, name: str, url: str, timeout: float = 30.0, tls: DockerTLSConfig | None = None
+    ) -> None:
         self.name = name
         self.url = url
+        self.tls = tls
         self._timeout = timeout
         self._client: docker.DockerClient | None = None
+
+    @classmethod
+    def from_config(cls, host: DockerHostConfig, timeout: float = 30.0) -> DockerHost:
+        return cls(host.name, host.url, timeout=timeout, tls=host.effective_tls)
 
     @property
     def client(self) -> docker.DockerClient:
         if self._client is None:
-            self._client = self._call(
-                "connect", lambda: docker.DockerClient(base_url=self.url, timeout=int(self._timeout))
-            )
+            self._client = self._call("connect", lambda: docker_client(self.url, self.tls, self._timeout))
         return self._client
 
     def close(self) -> None:
@@ -99,12 +179,20 @@ class DockerHost:
             kind = "conflict" if status == 409 else ("server-error" if status >= 500 else "bad-request")
             explanation = str(exc.explanation or exc)
             raise DockerError(kind, f"{self.name}: {what}: {explanation}") from exc
-        except (requests.ConnectionError, docker.errors.DockerException) as exc:
+        except (requests.ConnectionError, docker.errors.DockerException, OSError) as exc:
             raise DockerError(
-                "unreachable", f"{self.name}: {what}: engine at {self.url} unreachable"
+                "unreachable",
+                f"{self.name}: {what}: engine at {self.url} unreachable: {_connect_reason(exc)}",
             ) from exc
         except requests.Timeout as exc:
             raise DockerError("timeout", f"{self.name}: {what}: timed out") from exc
+        except Exception as exc:  # paramiko's SSHException family (auth, host key) is no OSError
+            if type(exc).__module__.startswith("paramiko"):
+                raise DockerError(
+                    "unreachable",
+                    f"{self.name}: {what}: engine at {self.url} unreachable: {_connect_reason(exc)}",
+                ) from exc
+            raise
 
     # -- reads -----------------------------------------------------------------------------
 
@@ -188,6 +276,70 @@ class DockerHost:
         except DockerError:
             return ""
         return raw.decode("utf-8", "replace") if isinstance(raw, bytes) else str(raw)
+
+    def image_id(self, image: str) -> str | None:
+        """The image's id (``sha256:…``) on this engine; None when it is absent."""
+        try:
+            info = self._call(f"inspect image {image}", lambda: self.client.api.inspect_image(image))
+        except DockerError as exc:
+            if exc.kind == "not-found":
+                return None
+            raise
+        return str(info["Id"])
+
+    def image_size(self, image: str) -> int | None:
+        """The image's size in bytes as the engine reports it (about what ``save`` sends)."""
+        try:
+            info = self._call(f"inspect image {image}", lambda: self.client.api.inspect_image(image))
+        except DockerError:
+            return None
+        size = info.get("Size")
+        return size if isinstance(size, int) else None
+
+    # -- images ----------------------------------------------------------------------------
+
+    def export_image(self, image: str, chunk_size: int = 1 << 20) -> Iterator[bytes]:
+        """``docker save IMAGE`` as a stream of chunks (never the whole archive in memory)."""
+        chunks = self._call(f"save image {image}", lambda: self.client.api.get_image(image, chunk_size))
+        iterator = iter(chunks)
+        while True:
+            chunk = self._call(f"save image {image}", lambda: next(iterator, None))
+            if chunk is None:
+                return
+            yield chunk
+
+    def load_image(self, chunks: Iterable[bytes]) -> list[str]:
+        """``docker load`` from a stream of chunks (sent as they come); the names loaded."""
+        answer = self._call("load image", lambda: list(self.client.api.load_image(chunks)))
+        loaded: list[str] = []
+        for line in answer:
+            if not isinstance(line, dict):
+                continue
+            if line.get("error"):
+                detail = line.get("errorDetail") or {}
+                raise DockerError(
+                    "bad-request", f"{self.name}: load image: {detail.get('message') or line['error']}"
+                )
+            stream = str(line.get("stream") or "")
+            for prefix in ("Loaded image: ", "Loaded image ID: "):
+                if stream.startswith(prefix):
+                    loaded.append(stream[len(prefix) :].strip())
+        return loaded
+
+    def pull_image(self, image: str, timeout: float) -> None:
+        """``docker pull IMAGE`` with its own short timeout (no registry: fail fast, not in 30 s)."""
+        repository, tag = _split_tag(image)
+        client = self._call("connect", lambda: docker_client(self.url, self.tls, timeout))
+        try:
+            answer = self._call(
+                f"pull {image}",
+                lambda: list(client.api.pull(repository, tag=tag, stream=True, decode=True)),
+            )
+        finally:
+            client.close()
+        for line in answer:
+            if isinstance(line, dict) and line.get("error"):
+                raise DockerError("not-found", f"{self.name}: pull {image}: {line['error']}")
 
     # -- writes ----------------------------------------------------------------------------
 
