@@ -100,27 +100,29 @@ def docker_client(url: str, tls: DockerTLSConfig | None = None, timeout: float =
         with socket.create_connection((parts.hostname or "", parts.port or 22), timeout=SSH_CONNECT_TIMEOUT):
             pass
         return docker.DockerClient(base_url=url, timeout=int(timeout), use_ssh_client=False)
-    client = docker.DockerClient(base_url=url, tls=tls_config(tls) or False, timeout=int(timeout))
-    if tls is not None:
-        _pin_tls_verify(client.api)
-    return client
+    if tls is None:
+        return docker.DockerClient(base_url=url, tls=False, timeout=int(timeout))
+    return _TLSClient(base_url=url, tls=tls_config(tls), timeout=int(timeout))
 
 
-def _pin_tls_verify(api: Any) -> None:
-    """Keep the engine's CA (or ``verify: false``) whatever REQUESTS_CA_BUNDLE says.
+class _PinnedTLSAPIClient(docker.APIClient):  # type: ignore[misc]
+    """Keeps the engine's CA (or ``verify: false``) whatever REQUESTS_CA_BUNDLE says.
 
-    requests lets ``REQUESTS_CA_BUNDLE``/``CURL_CA_BUNDLE`` override a session's ``verify``
+    requests lets ``REQUESTS_CA_BUNDLE``/``CURL_CA_BUNDLE`` replace a session's ``verify``
     (psf/requests#3829): a daemon started with them set (common where a proxy re-signs TLS)
-    would check the engine against the wrong CAs and fail, or with ``verify: false`` verify.
+    would check the engine against the wrong CAs, or verify where ``verify: false`` says not to.
+    Pinned from the first request on (the API version is asked in the constructor).
     """
-    merge = api.merge_environment_settings
 
-    def pinned(url: Any, proxies: Any, stream: Any, verify: Any, cert: Any) -> dict[str, Any]:
-        settings: dict[str, Any] = merge(url, proxies, stream, verify, cert)
-        settings["verify"] = api.verify
+    def merge_environment_settings(self, url: Any, proxies: Any, stream: Any, verify: Any, cert: Any) -> Any:
+        settings = super().merge_environment_settings(url, proxies, stream, verify, cert)
+        settings["verify"] = self.verify
         return settings
 
-    api.merge_environment_settings = pinned
+
+class _TLSClient(docker.DockerClient):  # type: ignore[misc]
+    def __init__(self, **kwargs: Any) -> None:
+        self.api = _PinnedTLSAPIClient(**kwargs)
 
 
 def _connect_reason(exc: BaseException) -> str:
