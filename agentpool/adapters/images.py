@@ -24,6 +24,7 @@ from agentpool.errors import DockerError
 # progress(bytes sent so far, bytes expected or None when unknown)
 Progress = Callable[[int, int | None], None]
 CHUNK = 1 << 20
+REPORT_EVERY = 1 << 20
 PULL_TIMEOUT = 15.0
 
 
@@ -41,13 +42,16 @@ class ImageTransfer:
 
 
 def _counted(chunks: Iterable[bytes], expected: int | None, progress: Progress | None) -> Iterator[bytes]:
-    """Pass the chunks through, reporting the running total after each one."""
-    done = 0
+    """Pass the chunks through, reporting the running total every MiB and at the end."""
+    done = reported = 0
     for chunk in chunks:
         done += len(chunk)
-        if progress is not None:
+        if progress is not None and done - reported >= REPORT_EVERY:
             progress(done, expected)
+            reported = done
         yield chunk
+    if progress is not None and done != reported:
+        progress(done, expected)
 
 
 class _Meter:
