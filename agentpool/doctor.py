@@ -25,7 +25,9 @@ import docker.errors
 import jenkins
 import requests
 
+from agentpool.adapters.docker import docker_client
 from agentpool.config import Config, DockerHostConfig, PoolConfig
+from agentpool.doctor_transport import connection_fix
 from agentpool.logs import redact, register_secret
 from agentpool.security import create_container, host_config_kwargs, missing_capabilities
 
@@ -296,16 +298,10 @@ def parse_probe(output: str, mount: str = PROBE_MOUNT) -> HostFacts:
 def check_docker_host(config: Config, host: DockerHostConfig) -> list[Check]:
     prefix = f"docker {host.name}"
     try:
-        client = docker.DockerClient(base_url=host.url, timeout=60)
-    except docker.errors.DockerException as exc:
-        return [
-            Check(
-                f"{prefix} reachable",
-                False,
-                f"{host.url}: {_short(exc)}",
-                "start the engine, check docker_hosts[].url, and that agentpool's user is in group docker",
-            )
-        ]
+        client = docker_client(host.url, host.effective_tls, timeout=60)
+    except Exception as exc:  # the SDK's, requests', ssl's or paramiko's: each transport its own
+        fix = connection_fix(host.url, host.effective_tls is not None, exc)
+        return [Check(f"{prefix} reachable", False, f"{host.url}: {_short(exc)}", fix)]
     try:
         return _check_engine(client, config, host)
     finally:
@@ -319,9 +315,8 @@ def _check_engine(client: docker.DockerClient, config: Config, host: DockerHostC
         info = client.info()
         version = client.version().get("Version", "?")
     except (docker.errors.DockerException, requests.RequestException) as exc:
-        return [
-            Check(f"{prefix} reachable", False, f"{host.url}: {_short(exc)}", "check that the engine runs")
-        ]
+        fix = connection_fix(host.url, host.effective_tls is not None, exc)
+        return [Check(f"{prefix} reachable", False, f"{host.url}: {_short(exc)}", fix)]
     checks = [Check(f"{prefix} reachable", True, f"Docker {version} at {host.url}")]
 
     present: list[PoolConfig] = []
