@@ -60,4 +60,3 @@ def test_doctor_names_the_tls_fix(fleet: Fleet, tmp_path: Path) -> None:
     assert not check.ok
     assert "not signed by tls.ca" in check.fix, format_check(check)
     assert "BEGIN" not in format_check(check)  # no certificate or key material in the output
-
