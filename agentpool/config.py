@@ -213,6 +213,7 @@ class PoolConfig(_Model):
     cpus: float | None = Field(default=None, gt=0)
     memory: Bytes | None = None
     env: dict[str, str] = Field(default_factory=dict)
+    image_archive: str | None = None  # a `docker save` tar of `image`, loaded on hosts without it
 
     @field_validator("name")
     @classmethod
@@ -481,7 +482,10 @@ def _cross_check(config: Config, err: Callable[[Loc, str], None]) -> None:
 
 
 def _resolve_docker_tls(config: Config, name: str, err: Callable[[Loc, str], None]) -> Config:
-    """TLS settings fit the URL; certificate files exist (paths made absolute). Never reads a key."""
+    """TLS settings fit the URL; certificate files and image archives exist (paths made absolute).
+
+    Files are opened to prove they are readable, never read: no key material reaches a message.
+    """
     hosts = list(config.docker_hosts)
     for i, host in enumerate(hosts):
         tls, loc = host.tls, ("docker_hosts", i)
@@ -514,6 +518,14 @@ def _resolve_docker_tls(config: Config, name: str, err: Callable[[Loc, str], Non
                 err((*loc, "tls", "key" if tls.key is None else "cert"), "give cert and key together")
             if tls.verify and tls.ca is None:
                 err((*loc, "tls", "ca"), "verify: true needs the CA certificate (ca: FILE)")
+            if not tls.verify:
+                log.warning(
+                    "%s: docker host %s: tls.verify is false: the engine's certificate is not checked, "
+                    "anyone between here and %s can pose as it",
+                    name,
+                    host.name,
+                    host.url,
+                )
         resolved: dict[str, str] = {}
         for key, path in (host.effective_tls or DockerTLSConfig()).files().items():
             where: Loc = (*loc, "cert_path") if host.cert_path is not None else (*loc, "tls", key)
@@ -525,7 +537,13 @@ def _resolve_docker_tls(config: Config, name: str, err: Callable[[Loc, str], Non
             hosts[i] = host.model_copy(update={"cert_path": str(resolved_dir)})
         elif tls is not None:
             hosts[i] = host.model_copy(update={"tls": tls.model_copy(update=resolved)})
-    return config.model_copy(update={"docker_hosts": hosts})
+    pools = list(config.pools)
+    for i, pool in enumerate(pools):
+        if pool.image_archive is not None:
+            found = _check_file(pool.image_archive, name, ("pools", i, "image_archive"), err, "image archive")
+            if found is not None:
+                pools[i] = pool.model_copy(update={"image_archive": found})
+    return config.model_copy(update={"docker_hosts": hosts, "pools": pools})
 
 
 def _check_file(path: str, name: str, loc: Loc, err: Callable[[Loc, str], None], what: str) -> str | None:

@@ -150,3 +150,28 @@ def test_default_host_from_docker_tls_environment(tmp_path: Path, monkeypatch: p
     monkeypatch.delenv("DOCKER_TLS_VERIFY")
     [plain] = load_config_text(minimal).docker_hosts
     assert plain.effective_tls is None and plain.tls is not None and not plain.tls.enabled
+
+
+def test_verify_false_is_accepted_with_a_warning(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    d = certs(tmp_path / "f")
+    with caplog.at_level(logging.WARNING):
+        config = load_config_text(
+            HEAD
+            + f"  - name: f\n    url: tcp://b:2376\n    tls: {{cert: {d}/cert.pem, key: {d}/key.pem, verify: false}}\n"
+        )
+    tls = config.docker_hosts[0].effective_tls
+    assert tls is not None and not tls.verify and tls.ca is None
+    assert "tls.verify is false" in caplog.text
+
+
+def test_image_archive_is_a_checked_file(tmp_path: Path) -> None:
+    (tmp_path / "agent.tar").write_bytes(b"tar")
+    path = tmp_path / "agentpool.yaml"
+    path.write_text(HEAD.replace("docker_hosts:\n", "    image_archive: agent.tar\n"))
+    assert load_config(path).pools[0].image_archive == str(tmp_path / "agent.tar")
+    path.write_text(HEAD.replace("docker_hosts:\n", "    image_archive: missing.tar\n"))
+    with pytest.raises(
+        ConfigError,
+        match=r"agentpool.yaml:9: pools\[0\].image_archive: image archive .*missing.tar': no such file",
+    ):
+        load_config(path)
