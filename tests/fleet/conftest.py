@@ -114,7 +114,7 @@ class Fleet:
             host.close()
 
 
-def _free_subnet(client: docker.DockerClient) -> tuple[ipaddress.IPv4Network, list[ipaddress.IPv4Network]]:
+def free_subnet(client: docker.DockerClient) -> tuple[ipaddress.IPv4Network, list[ipaddress.IPv4Network]]:
     used = []
     for net in client.networks.list():
         for pool in (net.attrs.get("IPAM") or {}).get("Config") or ():
@@ -135,7 +135,7 @@ def _free_subnet(client: docker.DockerClient) -> tuple[ipaddress.IPv4Network, li
 def _create_network(client: docker.DockerClient, name: str, suffix: str) -> tuple[str, list[str]]:
     """The fleet's network; (gateway, engine addresses). Retries when another run took the subnet."""
     for _ in range(5):
-        subnet, _free = _free_subnet(client)
+        subnet, _free = free_subnet(client)
         hosts = [str(h) for h in subnet.hosts()]
         gateway, addresses = hosts[0], hosts[1 : 1 + SIZE]
         ipam = docker.types.IPAMConfig(

@@ -4,14 +4,17 @@ when the client certificate is missing or the CA is not the engine's.
 
 from __future__ import annotations
 
+import secrets
 from pathlib import Path
 
+import docker
+import docker.types
 import pytest
 
 from agentpool.config import DockerHostConfig, DockerTLSConfig, load_config_text
 from agentpool.doctor import check_docker_host, format_check
 from tests.fleet.certs import CertificateAuthority
-from tests.fleet.conftest import BUSYBOX, CAP_DROP, Fleet
+from tests.fleet.conftest import BUSYBOX, CAP_DROP, LABEL, Fleet, free_subnet
 
 pytestmark = [pytest.mark.docker, pytest.mark.timeout(300)]
 
@@ -60,3 +63,34 @@ def test_doctor_names_the_tls_fix(fleet: Fleet, tmp_path: Path) -> None:
     assert not check.ok
     assert "not signed by tls.ca" in check.fix, format_check(check)
     assert "BEGIN" not in format_check(check)  # no certificate or key material in the output
+
+
+def test_doctor_names_a_wrong_name_and_plain_tcp_on_a_tls_port(
+    fleet: Fleet, host_engine: docker.DockerClient
+) -> None:
+    engine = fleet.engines[2]
+    config = load_config_text(CONFIG + fleet.docker_hosts_yaml())
+    # A second address for the engine that its certificate does not name.
+    subnet, _ = free_subnet(host_engine)
+    hosts = [str(h) for h in subnet.hosts()]
+    ipam = docker.types.IPAMConfig(pool_configs=[docker.types.IPAMPool(subnet=str(subnet), gateway=hosts[0])])
+    network = host_engine.networks.create(
+        f"agentpool-fleet-san-{secrets.token_hex(3)}", driver="bridge", ipam=ipam, labels={LABEL: "san"}
+    )
+    try:
+        network.connect(engine.container, ipv4_address=hosts[1])
+        other_name = DockerHostConfig(
+            name="othername", url=f"tcp://{hosts[1]}:2376", cert_path=str(fleet.client_certs.dir)
+        )
+        [check] = check_docker_host(config, other_name)
+        assert not check.ok
+        assert f"does not name {hosts[1]}" in check.fix, format_check(check)
+    finally:
+        network.disconnect(engine.container, force=True)
+        network.remove()
+
+    plain = DockerHostConfig(name="plain", url=engine.url, tls=DockerTLSConfig(enabled=False))
+    [check] = check_docker_host(config, plain)
+    assert not check.ok
+    assert "the engine speaks TLS" in check.fix, format_check(check)
+    engine.host().ping()  # the engine itself is fine
