@@ -21,11 +21,13 @@ import urllib.parse
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import docker
 import docker.errors
 import docker.tls
+import paramiko
 import requests
 
 from agentpool.errors import DockerError
@@ -95,10 +97,11 @@ def docker_client(url: str, tls: DockerTLSConfig | None = None, timeout: float =
     """
     if url.startswith("ssh://"):
         # paramiko connects inside the constructor, with no timeout of its own: an unreachable
-        # host would hold the pass for the OS's TCP timeout.
-        parts = urllib.parse.urlparse(url)
-        with socket.create_connection((parts.hostname or "", parts.port or 22), timeout=SSH_CONNECT_TIMEOUT):
-            pass
+        # host would hold the pass for the OS's TCP timeout. Try the TCP connection first.
+        target = ssh_target(url, Path("~/.ssh/config").expanduser())
+        if target is not None:
+            with socket.create_connection(target, timeout=SSH_CONNECT_TIMEOUT):
+                pass
         return docker.DockerClient(base_url=url, timeout=int(timeout), use_ssh_client=False)
     if tls is None:
         return docker.DockerClient(base_url=url, tls=False, timeout=int(timeout))
@@ -123,6 +126,21 @@ class _PinnedTLSAPIClient(docker.APIClient):  # type: ignore[misc]
 class _TLSClient(docker.DockerClient):  # type: ignore[misc]
     def __init__(self, **kwargs: Any) -> None:
         self.api = _PinnedTLSAPIClient(**kwargs)
+
+
+def ssh_target(url: str, ssh_config: Path) -> tuple[str, int] | None:
+    """Where paramiko will open its TCP connection for ``url``, as the SDK reads ``~/.ssh/config``
+    (HostName, Port); None behind a ProxyCommand (no direct connection to try)."""
+    parts = urllib.parse.urlparse(url)
+    host, port = parts.hostname or "", parts.port
+    if ssh_config.is_file():
+        conf = paramiko.SSHConfig.from_path(str(ssh_config)).lookup(host)
+        if "proxycommand" in conf:
+            return None
+        host = conf.get("hostname", host)
+        if port is None and "port" in conf:
+            port = int(conf["port"])
+    return host, port or 22
 
 
 def _connect_reason(exc: BaseException) -> str:

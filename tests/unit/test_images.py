@@ -151,3 +151,17 @@ def test_connect_reason_keeps_the_cause() -> None:
     reason = _connect_reason(ConnectionError(text))
     assert reason.startswith("SSLError(") and "IP address mismatch" in reason
     assert _connect_reason(OSError()) == "OSError"
+
+
+def test_ssh_target_follows_ssh_config(tmp_path: Path) -> None:
+    from agentpool.adapters.docker import ssh_target
+
+    config = tmp_path / "config"
+    assert ssh_target("ssh://ci@build-4:2222", config) == ("build-4", 2222)
+    config.write_text(
+        "Host b4\n  HostName 10.0.0.14\n  Port 2200\nHost jump\n  ProxyCommand ssh -W %h:%p bastion\n"
+    )
+    assert ssh_target("ssh://ci@b4", config) == ("10.0.0.14", 2200)
+    assert ssh_target("ssh://ci@b4:22", config) == ("10.0.0.14", 22)
+    assert ssh_target("ssh://ci@jump", config) is None
+    assert ssh_target("ssh://other", config) == ("other", 22)
