@@ -18,7 +18,7 @@ from __future__ import annotations
 import contextlib
 import socket
 import urllib.parse
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Generator, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -318,7 +318,7 @@ class DockerHost:
 
     # -- images ----------------------------------------------------------------------------
 
-    def export_image(self, image: str, chunk_size: int = 1 << 20) -> Iterator[bytes]:
+    def export_image(self, image: str, chunk_size: int = 1 << 20) -> Generator[bytes, None, None]:
         """``docker save IMAGE`` as a stream of chunks (never the whole archive in memory)."""
         chunks = self._call(f"save image {image}", lambda: self.client.api.get_image(image, chunk_size))
         iterator = iter(chunks)

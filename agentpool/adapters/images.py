@@ -76,7 +76,11 @@ def copy_image(source: DockerHost, target: DockerHost, image: str, progress: Pro
     if wanted is None:
         raise DockerError("not-found", f"{source.name}: image {image} is not present to copy")
     meter = _Meter(progress)
-    target.load_image(_counted(source.export_image(image, CHUNK), source.image_size(image), meter))
+    exported = source.export_image(image, CHUNK)
+    try:
+        target.load_image(_counted(exported, source.image_size(image), meter))
+    finally:
+        exported.close()  # a refused load leaves the source's stream open until then
     arrived = target.image_id(image)
     if arrived != wanted:
         raise DockerError(

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Generator, Iterable, Iterator
 from pathlib import Path
 
 import pytest
@@ -28,6 +28,8 @@ class FakeHost(DockerHost):
         self.in_flight = 0  # chunks handed out by export and not yet consumed by a load
         self.max_in_flight = 0
         self.pulls = 0
+        self.export_closed = False
+        self.refuse_load = False
 
     def image_id(self, image: str) -> str | None:
         data = self.images.get(image)
@@ -37,16 +39,21 @@ class FakeHost(DockerHost):
         data = self.images.get(image)
         return None if data is None else len(data)
 
-    def export_image(self, image: str, chunk_size: int = MiB) -> Iterator[bytes]:
+    def export_image(self, image: str, chunk_size: int = MiB) -> Generator[bytes, None, None]:
         data = self.images[image]
-        for i in range(0, len(data), chunk_size // 4):
-            self.in_flight += 1
-            self.max_in_flight = max(self.max_in_flight, self.in_flight)
-            yield data[i : i + chunk_size // 4]
+        try:
+            for i in range(0, len(data), chunk_size // 4):
+                self.in_flight += 1
+                self.max_in_flight = max(self.max_in_flight, self.in_flight)
+                yield data[i : i + chunk_size // 4]
+        finally:
+            self.export_closed = True
 
     def load_image(self, chunks: Iterable[bytes]) -> list[str]:
         received = bytearray()
         for chunk in chunks:
+            if self.refuse_load:
+                raise DockerError("server-error", f"{self.name}: load image: no space left on device")
             received += chunk
         name = "agent:1"
         self.images[name] = b"x" + bytes(received) if self.corrupt else bytes(received)
@@ -165,3 +172,14 @@ def test_ssh_target_follows_ssh_config(tmp_path: Path) -> None:
     assert ssh_target("ssh://ci@b4:22", config) == ("10.0.0.14", 22)
     assert ssh_target("ssh://ci@jump", config) is None
     assert ssh_target("ssh://other", config) == ("other", 22)
+
+
+def test_a_refused_load_closes_the_source_stream_and_the_next_host_is_asked() -> None:
+    first, second = FakeHost("b", {"agent:1": b"a" * MiB}), FakeHost("c", {"agent:1": b"a" * MiB})
+    target = FakeHost("a")
+    target.refuse_load = True
+    with pytest.raises(DockerError) as failed:
+        ensure_image(target, "agent:1", sources=[first, second], pull=False)
+    assert first.export_closed and second.export_closed
+    assert "copy from b: a: load image: no space left on device" in str(failed.value)
+    assert "copy from c:" in str(failed.value)
