@@ -134,15 +134,66 @@ class JenkinsConfig(_Model):
         return self.agent_url or self.url
 
 
+class DockerTLSConfig(_Model):
+    """TLS to a ``tcp://`` engine; ``tls: false`` in the YAML is ``enabled: false`` (plain TCP)."""
+
+    enabled: bool = True
+    ca: str | None = None  # verifies the engine's certificate; needed with verify
+    cert: str | None = None  # the client certificate and its key: engines with --tlsverify need them
+    key: str | None = None
+    verify: bool = True
+
+    def files(self) -> dict[str, str]:
+        return {k: v for k, v in (("ca", self.ca), ("cert", self.cert), ("key", self.key)) if v is not None}
+
+
+def _tls_shorthand(value: object) -> object:
+    if value is False:
+        return {"enabled": False}
+    if value is True:
+        raise ValueError(
+            "give the files (tls: {ca: …, cert: …, key: …}) or cert_path: DIR; tls: false is plain TCP"
+        )
+    return value
+
+
+# Docker's DOCKER_CERT_PATH convention: the directory holds these three files.
+CERT_PATH_FILES = {"ca": "ca.pem", "cert": "cert.pem", "key": "key.pem"}
+
+
 class DockerHostConfig(_Model):
     name: str
     url: str
     max_agents: Count = 20
+    tls: Annotated[DockerTLSConfig | None, BeforeValidator(_tls_shorthand)] = None
+    cert_path: str | None = None  # a directory with ca.pem, cert.pem, key.pem (DOCKER_CERT_PATH)
 
     @field_validator("name")
     @classmethod
     def _name(cls, value: str) -> str:
         return _check_name(value, "docker host name")
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, value: str) -> str:
+        scheme, sep, rest = value.partition("://")
+        if not sep or scheme not in ("unix", "tcp", "ssh", "npipe") or not rest:
+            raise ValueError(f"expected unix:///path, tcp://host:port or ssh://user@host, got {value!r}")
+        return value
+
+    @property
+    def scheme(self) -> str:
+        return self.url.partition("://")[0]
+
+    @property
+    def effective_tls(self) -> DockerTLSConfig | None:
+        """The TLS settings in force (cert_path expanded into files); None: no TLS."""
+        if self.cert_path is not None:
+            files = {k: str(Path(self.cert_path) / f) for k, f in CERT_PATH_FILES.items()}
+            return DockerTLSConfig(ca=files["ca"], cert=files["cert"], key=files["key"])
+        if self.tls is None or not self.tls.enabled:
+            return None
+        return self.tls
 
 
 class PoolConfig(_Model):
@@ -163,6 +214,7 @@ class PoolConfig(_Model):
     cpus: float | None = Field(default=None, gt=0)
     memory: Bytes | None = None
     env: dict[str, str] = Field(default_factory=dict)
+    image_archive: str | None = None  # a `docker save` tar of `image`, loaded on hosts without it
 
     @field_validator("name")
     @classmethod
@@ -232,7 +284,13 @@ class MetricsConfig(_Model):
 
 def _default_hosts() -> list[DockerHostConfig]:
     url = os.environ.get("DOCKER_HOST") or DEFAULT_DOCKER_URL
-    return [DockerHostConfig(name="local", url=url, max_agents=20)]
+    if not url.startswith("tcp://"):
+        return [DockerHostConfig(name="local", url=url, max_agents=20)]
+    # As the docker CLI reads them: DOCKER_TLS_VERIFY on → certificates in DOCKER_CERT_PATH.
+    if os.environ.get("DOCKER_TLS_VERIFY", "") not in ("", "0"):
+        cert_path = os.environ.get("DOCKER_CERT_PATH") or str(Path("~/.docker").expanduser())
+        return [DockerHostConfig(name="local", url=url, max_agents=20, cert_path=cert_path)]
+    return [DockerHostConfig(name="local", url=url, max_agents=20, tls=DockerTLSConfig(enabled=False))]
 
 
 class Config(_Model):
@@ -394,6 +452,7 @@ def load_config_text(text: str, name: str = "<config>") -> Config:
             err(loc, _message(e, loc))
         raise ConfigError(errors()) from None
     _cross_check(config, err)
+    config = _resolve_docker_tls(config, name, err)
     config = _resolve_token(config, name, err)
     if found:
         raise ConfigError(errors())
@@ -421,6 +480,94 @@ def _cross_check(config: Config, err: Callable[[Loc, str], None]) -> None:
         if host.name in hosts:
             err(("docker_hosts", i, "name"), f"duplicate docker host name {host.name!r}")
         hosts.setdefault(host.name, i)
+
+
+def _resolve_docker_tls(config: Config, name: str, err: Callable[[Loc, str], None]) -> Config:
+    """TLS settings fit the URL; certificate files and image archives exist (paths made absolute).
+
+    Files are opened to prove they are readable, never read: no key material reaches a message.
+    """
+    hosts = list(config.docker_hosts)
+    for i, host in enumerate(hosts):
+        tls, loc = host.tls, ("docker_hosts", i)
+        if host.scheme != "tcp":
+            for key in ("tls", "cert_path"):
+                if getattr(host, key) is not None:
+                    err((*loc, key), f"applies only to tcp:// engines, not {host.scheme}://")
+            continue
+        if tls is not None and host.cert_path is not None:
+            err((*loc, "cert_path"), "give either tls or cert_path, not both")
+            continue
+        if tls is None and host.cert_path is None:
+            err(
+                (*loc, "url"),
+                "a tcp:// engine needs TLS: tls: {ca, cert, key} or cert_path: DIR (ca.pem, cert.pem, "
+                "key.pem); tls: false for plain TCP (anyone who reaches the port owns the engine)",
+            )
+            continue
+        if tls is not None and not tls.enabled:
+            log.warning(
+                "%s: docker host %s: plain TCP without TLS (tls: false): anyone who reaches %s controls "
+                "that engine",
+                name,
+                host.name,
+                host.url,
+            )
+            continue
+        if tls is not None:
+            if (tls.cert is None) != (tls.key is None):
+                err((*loc, "tls", "key" if tls.key is None else "cert"), "give cert and key together")
+            if tls.verify and tls.ca is None:
+                err((*loc, "tls", "ca"), "verify: true needs the CA certificate (ca: FILE)")
+            if not tls.verify:
+                log.warning(
+                    "%s: docker host %s: tls.verify is false: the engine's certificate is not checked, "
+                    "anyone between here and %s can pose as it",
+                    name,
+                    host.name,
+                    host.url,
+                )
+        resolved: dict[str, str] = {}
+        for key, path in (host.effective_tls or DockerTLSConfig()).files().items():
+            where: Loc = (*loc, "cert_path") if host.cert_path is not None else (*loc, "tls", key)
+            found = _check_file(path, name, where, err, f"TLS {key} file")
+            if found is not None:
+                resolved[key] = found
+        if host.cert_path is not None:
+            resolved_dir = Path(resolved.get("ca", host.cert_path)).parent
+            hosts[i] = host.model_copy(update={"cert_path": str(resolved_dir)})
+        elif tls is not None:
+            hosts[i] = host.model_copy(update={"tls": tls.model_copy(update=resolved)})
+    pools = list(config.pools)
+    for i, pool in enumerate(pools):
+        if pool.image_archive is not None:
+            found = _check_file(pool.image_archive, name, ("pools", i, "image_archive"), err, "image archive")
+            if found is not None:
+                pools[i] = pool.model_copy(update={"image_archive": found})
+    return config.model_copy(update={"docker_hosts": hosts, "pools": pools})
+
+
+def _check_file(path: str, name: str, loc: Loc, err: Callable[[Loc, str], None], what: str) -> str | None:
+    """``path`` (``${VAR}`` expanded, relative to the config's directory) if a readable regular file."""
+    try:
+        found = Path(expand_env(path))
+    except ValueError as exc:
+        err(loc, str(exc))
+        return None
+    if not found.is_absolute() and name not in ("", "<config>"):
+        found = Path(name).parent / found
+    found = found.absolute()
+    try:
+        if not found.is_file():
+            reason = "no such file" if not found.exists() else "not a regular file"
+            err(loc, f"{what} {str(found)!r}: {reason}")
+            return None
+        with found.open("rb"):
+            pass
+    except OSError as exc:
+        err(loc, f"{what} {str(found)!r}: {exc.strerror or type(exc).__name__}")
+        return None
+    return str(found)
 
 
 def _resolve_token(config: Config, name: str, err: Callable[[Loc, str], None]) -> Config:

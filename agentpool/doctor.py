@@ -25,10 +25,11 @@ import docker.errors
 import jenkins
 import requests
 
-from agentpool.adapters.docker import DockerHost
+from agentpool.adapters.docker import DockerHost, docker_client
 from agentpool.backend import Backend
 from agentpool.config import Config, DockerHostConfig, PoolConfig
-from agentpool.errors import AgentpoolError, ErrorKind, ExternalError
+from agentpool.doctor_transport import connection_fix
+from agentpool.errors import ErrorKind, ExternalError
 from agentpool.logs import redact, register_secret
 from agentpool.security import create_container, host_config_kwargs, missing_capabilities
 
@@ -299,20 +300,14 @@ def parse_probe(output: str, mount: str = PROBE_MOUNT) -> HostFacts:
 def check_docker_host(config: Config, host: DockerHostConfig, backend: Backend | None = None) -> list[Check]:
     """Reachability and images through the backend interface, then the engine's own diagnostics."""
     prefix = f"docker {host.name}"
-    backend = backend if backend is not None else DockerHost(host.name, host.url, timeout=60)
+    backend = backend if backend is not None else DockerHost.from_config(host, timeout=60)
     try:
         backend.ping()
         present, image_checks = _check_images(backend, config, prefix)
-        client = docker.DockerClient(base_url=host.url, timeout=60)
-    except (AgentpoolError, docker.errors.DockerException) as exc:
-        return [
-            Check(
-                f"{prefix} reachable",
-                False,
-                f"{host.url}: {_short(exc)}",
-                "start the engine, check docker_hosts[].url, and that agentpool's user is in group docker",
-            )
-        ]
+        client = docker_client(host.url, host.effective_tls, timeout=60)
+    except Exception as exc:  # the SDK's, requests', ssl's or paramiko's: each transport its own
+        fix = connection_fix(host.url, host.effective_tls is not None, exc)
+        return [Check(f"{prefix} reachable", False, f"{host.url}: {_short(exc)}", fix)]
     finally:
         backend.close()
     try:
@@ -361,9 +356,8 @@ def _check_engine(
         info = client.info()
         version = client.version().get("Version", "?")
     except (docker.errors.DockerException, requests.RequestException) as exc:
-        return [
-            Check(f"{prefix} reachable", False, f"{host.url}: {_short(exc)}", "check that the engine runs")
-        ]
+        fix = connection_fix(host.url, host.effective_tls is not None, exc)
+        return [Check(f"{prefix} reachable", False, f"{host.url}: {_short(exc)}", fix)]
     checks = [Check(f"{prefix} reachable", True, f"Docker {version} at {host.url}"), *image_checks]
 
     facts, probe_error = _probe(client, config, present)

@@ -53,7 +53,7 @@ def decision(event: str, level: int = logging.INFO, /, **fields: object) -> None
 def docker_backend(host: DockerHostConfig) -> Backend:
     from agentpool.adapters.docker import DockerHost
 
-    return DockerHost(host.name, host.url)
+    return DockerHost.from_config(host)
 
 
 def jenkins_adapter(config: Config) -> JenkinsPort:

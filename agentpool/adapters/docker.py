@@ -8,17 +8,27 @@ tail for the record. Reads use the low-level API in one call per kind (no per-co
 inspect), so a pass costs two requests per host whatever the number of agents. "Not found"
 on removal counts as done: every call is safe to repeat. Failures leave as
 :class:`DockerError`.
+
+Engines are reached over ``unix://``, ``tcp://`` with TLS (the host's CA, client certificate
+and key; :func:`docker_client` builds the SDK client for every transport, doctor included) or
+``ssh://`` (the SDK's paramiko transport: keys, ``~/.ssh/config`` and ``known_hosts`` of the
+user agentpool runs as; unknown host keys are refused).
 """
 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Mapping
+import socket
+import urllib.parse
+from collections.abc import Callable, Generator, Iterable, Mapping
 from datetime import datetime
-from typing import TypeVar
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import docker
 import docker.errors
+import docker.tls
+import paramiko
 import requests
 
 from agentpool.backend import AgentSpec
@@ -33,8 +43,12 @@ from agentpool.model import (
     Volume,
 )
 
+if TYPE_CHECKING:
+    from agentpool.config import DockerHostConfig, DockerTLSConfig
+
 T = TypeVar("T")
 DOCKER_DIR = "/var/lib/docker"
+SSH_CONNECT_TIMEOUT = 10.0
 
 
 def _parse_time(value: str | int | float | None) -> float:
@@ -53,21 +67,107 @@ def _parse_time(value: str | int | float | None) -> float:
     return datetime.fromisoformat(text + "+00:00").timestamp()
 
 
+def tls_config(tls: DockerTLSConfig | None) -> docker.tls.TLSConfig | None:
+    """The SDK's TLS settings from the host's (file paths, already checked by the config)."""
+    if tls is None:
+        return None
+    cert = (tls.cert, tls.key) if tls.cert is not None and tls.key is not None else None
+    return docker.tls.TLSConfig(client_cert=cert, ca_cert=tls.ca, verify=tls.verify)
+
+
+def docker_client(url: str, tls: DockerTLSConfig | None = None, timeout: float = 30.0) -> docker.DockerClient:
+    """An SDK client for one engine: unix://, tcp:// (with ``tls``, or plain) or ssh://.
+
+    Raises the SDK's, requests' or paramiko's own errors: :meth:`DockerHost._call` and
+    doctor turn them into causes with fixes.
+    """
+    if url.startswith("ssh://"):
+        # paramiko connects inside the constructor, with no timeout of its own: an unreachable
+        # host would hold the pass for the OS's TCP timeout. Try the TCP connection first.
+        target = ssh_target(url, Path("~/.ssh/config").expanduser())
+        if target is not None:
+            with socket.create_connection(target, timeout=SSH_CONNECT_TIMEOUT):
+                pass
+        return docker.DockerClient(base_url=url, timeout=int(timeout), use_ssh_client=False)
+    if tls is None:
+        return docker.DockerClient(base_url=url, tls=False, timeout=int(timeout))
+    return _TLSClient(base_url=url, tls=tls_config(tls), timeout=int(timeout))
+
+
+class _PinnedTLSAPIClient(docker.APIClient):  # type: ignore[misc]
+    """Keeps the engine's CA (or ``verify: false``) whatever REQUESTS_CA_BUNDLE says.
+
+    requests lets ``REQUESTS_CA_BUNDLE``/``CURL_CA_BUNDLE`` replace a session's ``verify``
+    (psf/requests#3829): a daemon started with them set (common where a proxy re-signs TLS)
+    would check the engine against the wrong CAs, or verify where ``verify: false`` says not to.
+    Pinned from the first request on (the API version is asked in the constructor).
+    """
+
+    def merge_environment_settings(self, url: Any, proxies: Any, stream: Any, verify: Any, cert: Any) -> Any:
+        settings = super().merge_environment_settings(url, proxies, stream, verify, cert)
+        settings["verify"] = self.verify
+        return settings
+
+
+class _TLSClient(docker.DockerClient):  # type: ignore[misc]
+    def __init__(self, **kwargs: Any) -> None:
+        self.api = _PinnedTLSAPIClient(**kwargs)
+
+
+def ssh_target(url: str, ssh_config: Path) -> tuple[str, int] | None:
+    """Where paramiko will open its TCP connection for ``url``, as the SDK reads ``~/.ssh/config``
+    (HostName, Port); None behind a ProxyCommand (no direct connection to try)."""
+    parts = urllib.parse.urlparse(url)
+    host, port = parts.hostname or "", parts.port
+    if ssh_config.is_file():
+        conf = paramiko.SSHConfig.from_path(str(ssh_config)).lookup(host)
+        if "proxycommand" in conf:
+            return None
+        host = conf.get("hostname", host)
+        if port is None and "port" in conf:
+            port = int(conf["port"])
+    return host, port or 22
+
+
+def _connect_reason(exc: BaseException) -> str:
+    """The cause in a connection error's words: the TLS alert, "refused", the auth failure."""
+    text = (str(exc).strip() or type(exc).__name__).splitlines()[0]
+    _, caused, cause = text.partition("(Caused by ")
+    if caused:
+        text = cause.removesuffix(")")
+    return text if len(text) <= 300 else text[:299] + "…"
+
+
+def _split_tag(image: str) -> tuple[str, str | None]:
+    """``registry:5000/a/b:tag`` → (``registry:5000/a/b``, ``tag``); digests stay whole."""
+    if "@" in image:
+        return image, None
+    name, sep, tag = image.rpartition(":")
+    if sep and "/" not in tag:
+        return name, tag
+    return image, "latest"
+
+
 class DockerHost:
     """One Docker engine agentpool may start agents on (a :class:`agentpool.backend.Backend`)."""
 
-    def __init__(self, name: str, url: str, timeout: float = 30.0) -> None:
+    def __init__(
+        self, name: str, url: str, timeout: float = 30.0, tls: DockerTLSConfig | None = None
+    ) -> None:
         self.name = name
         self.url = url
+        self.tls = tls
         self._timeout = timeout
         self._client: docker.DockerClient | None = None
+
+    @classmethod
+    def from_config(cls, host: DockerHostConfig, timeout: float = 30.0) -> DockerHost:
+        return cls(host.name, host.url, timeout=timeout, tls=host.effective_tls)
 
     @property
     def client(self) -> docker.DockerClient:
         if self._client is None:
-            self._client = self._call(
-                "connect", lambda: docker.DockerClient(base_url=self.url, timeout=int(self._timeout))
-            )
+            self._client = self._call("connect", lambda: docker_client(self.url, self.tls, self._timeout))
         return self._client
 
     def close(self) -> None:
@@ -89,12 +189,20 @@ class DockerHost:
             )
             explanation = str(exc.explanation or exc)
             raise DockerError(kind, f"{self.name}: {what}: {explanation}") from exc
-        except (requests.ConnectionError, docker.errors.DockerException) as exc:
+        except (requests.ConnectionError, docker.errors.DockerException, OSError) as exc:
             raise DockerError(
-                ErrorKind.UNREACHABLE, f"{self.name}: {what}: engine at {self.url} unreachable"
+                ErrorKind.UNREACHABLE,
+                f"{self.name}: {what}: engine at {self.url} unreachable: {_connect_reason(exc)}",
             ) from exc
         except requests.Timeout as exc:
             raise DockerError(ErrorKind.TIMEOUT, f"{self.name}: {what}: timed out") from exc
+        except Exception as exc:  # paramiko's SSHException family (auth, host key) is no OSError
+            if type(exc).__module__.startswith("paramiko"):
+                raise DockerError(
+                    ErrorKind.UNREACHABLE,
+                    f"{self.name}: {what}: engine at {self.url} unreachable: {_connect_reason(exc)}",
+                ) from exc
+            raise
 
     # -- reads -----------------------------------------------------------------------------
 
@@ -178,6 +286,71 @@ class DockerHost:
         except DockerError:
             return ""
         return raw.decode("utf-8", "replace") if isinstance(raw, bytes) else str(raw)
+
+    def image_id(self, image: str) -> str | None:
+        """The image's id (``sha256:…``) on this engine; None when it is absent."""
+        try:
+            info = self._call(f"inspect image {image}", lambda: self.client.api.inspect_image(image))
+        except DockerError as exc:
+            if exc.kind is ErrorKind.NOT_FOUND:
+                return None
+            raise
+        return str(info["Id"])
+
+    def image_size(self, image: str) -> int | None:
+        """The image's size in bytes as the engine reports it (about what ``save`` sends)."""
+        try:
+            info = self._call(f"inspect image {image}", lambda: self.client.api.inspect_image(image))
+        except DockerError:
+            return None
+        size = info.get("Size")
+        return size if isinstance(size, int) else None
+
+    # -- images ----------------------------------------------------------------------------
+
+    def export_image(self, image: str, chunk_size: int = 1 << 20) -> Generator[bytes, None, None]:
+        """``docker save IMAGE`` as a stream of chunks (never the whole archive in memory)."""
+        chunks = self._call(f"save image {image}", lambda: self.client.api.get_image(image, chunk_size))
+        iterator = iter(chunks)
+        while True:
+            chunk = self._call(f"save image {image}", lambda: next(iterator, None))
+            if chunk is None:
+                return
+            yield chunk
+
+    def load_image(self, chunks: Iterable[bytes]) -> list[str]:
+        """``docker load`` from a stream of chunks (sent as they come); the names loaded."""
+        answer = self._call("load image", lambda: list(self.client.api.load_image(chunks)))
+        loaded: list[str] = []
+        for line in answer:
+            if not isinstance(line, dict):
+                continue
+            if line.get("error"):
+                detail = line.get("errorDetail") or {}
+                raise DockerError(
+                    ErrorKind.BAD_REQUEST,
+                    f"{self.name}: load image: {detail.get('message') or line['error']}",
+                )
+            stream = str(line.get("stream") or "")
+            for prefix in ("Loaded image: ", "Loaded image ID: "):
+                if stream.startswith(prefix):
+                    loaded.append(stream[len(prefix) :].strip())
+        return loaded
+
+    def pull_image(self, image: str, timeout: float) -> None:
+        """``docker pull IMAGE`` with its own short timeout (no registry: fail fast, not in 30 s)."""
+        repository, tag = _split_tag(image)
+        client = self._call("connect", lambda: docker_client(self.url, self.tls, timeout))
+        try:
+            answer = self._call(
+                f"pull {image}",
+                lambda: list(client.api.pull(repository, tag=tag, stream=True, decode=True)),
+            )
+        finally:
+            client.close()
+        for line in answer:
+            if isinstance(line, dict) and line.get("error"):
+                raise DockerError(ErrorKind.NOT_FOUND, f"{self.name}: pull {image}: {line['error']}")
 
     # -- writes ----------------------------------------------------------------------------
 
