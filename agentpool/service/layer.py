@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import time
 from collections import Counter
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from agentpool import planner
 from agentpool.daemon import Hooks, PassReport
@@ -19,6 +19,8 @@ from agentpool.model import Memory, Provision, Reap
 from agentpool.service.http import ServiceHTTP, health_verdict
 from agentpool.service.metrics import Metrics
 from agentpool.service.notify import Notifier
+from agentpool.service.overview import overview
+from agentpool.service.recent import Recent
 
 if TYPE_CHECKING:
     from agentpool.config import Config
@@ -32,6 +34,7 @@ class ServiceLayer(Hooks):
         self.config = config
         self.metrics = Metrics(p.name for p in config.pools)
         self.notifier = notifier or Notifier()
+        self.recent = Recent(phase=self.metrics.observe_phase)
         self.http: ServiceHTTP | None = None
         self.daemon: Daemon | None = None
         self._ready = False
@@ -46,7 +49,7 @@ class ServiceLayer(Hooks):
                 self.config.metrics.listen,
                 self.metrics,
                 health=self.health,
-                status=lambda: daemon.engine.status(),
+                status=self.status,
                 drain=lambda pool: {"pools": daemon.engine.set_draining(pool, True)},
                 resume=lambda pool: {"pools": daemon.engine.set_draining(pool, False)},
             )
@@ -65,6 +68,12 @@ class ServiceLayer(Hooks):
         if self.http is not None:
             self.http.stop()
             self.http = None
+
+    def status(self) -> dict[str, Any]:
+        """What ``/status``, the page at ``/`` and ``agentpool status`` show."""
+        if self.daemon is None:
+            raise RuntimeError("the service layer is not started")
+        return overview(self.daemon.engine, self.recent)
 
     def health(self) -> tuple[bool, str]:
         engine = self.daemon.engine if self.daemon else None
@@ -88,6 +97,9 @@ class ServiceLayer(Hooks):
             states[(agent.pool, planner.agent_state(agent, nodes.get(agent.name), draining).value)] += 1
         m.set_agents(states)
         m.set_waiting(report.plan.demand)
+        now = time.time()
+        self.recent.pass_seen(memory.agents, report.observed.nodes or (), now)
+        self.recent.pass_error(report.error, now)
         if report.ok:
             m.pass_succeeded(time.time())
         if self._stopping:
@@ -103,6 +115,7 @@ class ServiceLayer(Hooks):
 
     def outcome(self, outcome: Outcome, memory: Memory, now: float) -> None:
         action = outcome.action
+        self.recent.outcome(action, outcome.ok, outcome.removed, outcome.error, memory, now)
         if isinstance(action, Provision):
             if outcome.ok:
                 self.metrics.provisioned(action.pool)
@@ -115,6 +128,7 @@ class ServiceLayer(Hooks):
 
     def agent_online(self, pool: str, waited: float) -> None:
         self.metrics.observe_online(pool, waited)
+        self.recent.online(pool, waited, time.time())
 
 
 def summary(states: Counter[tuple[str, str]], waiting: int, report: PassReport) -> str:

@@ -2,7 +2,8 @@
 
 What an operator alerts on and graphs: how many agents each pool has in which state, how
 many items wait for which label, how long a build waits from queued to its agent being
-online, how long a pass takes, and counts of provisions, launch failures, reaps (by reason)
+online, how long agents spend in each phase of their life (launching, waiting for their first
+build, working), how long a pass takes, and counts of provisions, launch failures, reaps (by reason)
 and API errors (by system and kind). The daemon reports through explicit methods, so it
 never touches prometheus_client itself. The registry is not the process-global one: two
 instances (two tests, or a daemon and a test) never share numbers.
@@ -23,6 +24,7 @@ from agentpool.model import AgentState
 SYSTEMS = ("jenkins", "docker")
 
 ONLINE_BUCKETS = (1.0, 2.0, 5.0, 10.0, 15.0, 20.0, 30.0, 45.0, 60.0, 90.0, 120.0, 180.0, 300.0, 600.0)
+LIFECYCLE_BUCKETS = (5.0, 15.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0, 3600.0, 7200.0, 21600.0, 86400.0)
 PASS_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 
 
@@ -64,6 +66,14 @@ class Metrics:
             "Seconds from a build item entering the queue to the agent provisioned for it being online",
             ["pool"],
             buckets=ONLINE_BUCKETS,
+            registry=r,
+        )
+        self._lifecycle = Histogram(
+            "agentpool_agent_lifecycle_seconds",
+            "Seconds agents spent per phase: launching (provisioned to online), online-to-first-build, "
+            "first-build-to-reaped, provisioned-to-reaped",
+            ["pool", "phase"],
+            buckets=LIFECYCLE_BUCKETS,
             registry=r,
         )
         self._pass = Histogram(
@@ -120,6 +130,10 @@ class Metrics:
     def observe_online(self, pool: str, seconds: float) -> None:
         # Queue times come from Jenkins' clock: a skew may make the difference negative.
         self._online.labels(pool=pool).observe(max(0.0, seconds))
+
+    def observe_phase(self, pool: str, phase: str, seconds: float) -> None:
+        """One agent's time in one phase of its life (see :data:`agentpool.service.recent.PHASES`)."""
+        self._lifecycle.labels(pool=pool, phase=phase).observe(max(0.0, seconds))
 
     def observe_pass(self, seconds: float) -> None:
         self._pass.observe(max(0.0, seconds))

@@ -1,0 +1,94 @@
+"""The one status dict behind ``/status``, the status page and ``agentpool status``.
+
+The engine's own :meth:`~agentpool.daemon.Engine.status` says what it remembers (agents,
+demand, unserved items, pool memory). An operator also wants each pool's cap and agents by
+state, the Docker hosts and whether they answered, the build each agent runs, and, from a
+running daemon, the recent decisions and queued → online percentiles. This module adds those
+from the engine's last report and config, without changing the engine, so the three views
+can never disagree: they all render this dict.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit, urlunsplit
+
+from agentpool.model import AgentState
+
+if TYPE_CHECKING:
+    from agentpool.daemon import Engine
+    from agentpool.service.recent import Recent
+
+
+def _public_url(url: str) -> str:
+    """``url`` without a password (``tcp://user:pw@host`` → ``tcp://user@host``)."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = f"{parts.username}@{parts.hostname}" + (f":{parts.port}" if parts.port else "")
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
+def overview(engine: Engine, recent: Recent | None = None) -> dict[str, Any]:
+    status = engine.status()
+    now = engine.clock()
+    config = engine.config
+    report = engine.last_report
+    nodes = {n.name: n for n in (report.observed.nodes or ())} if report else {}
+    status["generated"] = round(now, 3)
+    status["poll_interval"] = config.poll_interval
+
+    for agent in status["agents"]:
+        node = nodes.get(agent["name"])
+        builds = [e.build_url for e in node.executors if e.build_url] if node else []
+        agent["build"] = builds[0] if builds else None
+
+    by_pool: Counter[tuple[str, str]] = Counter((a["pool"], a["state"]) for a in status["agents"])
+    remembered = status.get("pools") or {}
+    pools: dict[str, Any] = {}
+    for pool in config.pools:
+        mem = remembered.get(pool.name, {})
+        backoff_until = float(mem.get("backoff_until") or 0.0)
+        states = {s.value: by_pool[(pool.name, s.value)] for s in AgentState}
+        pools[pool.name] = {
+            **mem,
+            "labels": sorted(pool.labels),
+            "max_agents": pool.max_agents,
+            "min_idle": pool.min_idle,
+            "agents": sum(states.values()),
+            "states": states,
+            "draining": bool(mem.get("draining", False)),
+            "consecutive_failures": int(mem.get("consecutive_failures") or 0),
+            "backoff_until": backoff_until,
+            "backoff_seconds": max(0, round(backoff_until - now)) if backoff_until > now else 0,
+            "at_cap": sum(states.values()) >= pool.max_agents,
+        }
+    status["pools"] = pools
+
+    views = {h.name: h for h in (report.observed.hosts if report else ())}
+    per_host = Counter(a["host"] for a in status["agents"])
+    status["hosts"] = [
+        {
+            "name": host.name,
+            "url": _public_url(host.url),
+            "max_agents": host.max_agents,
+            "agents": per_host[host.name],
+            "reachable": views[host.name].reachable if host.name in views else None,
+            "error": views[host.name].error if host.name in views else "",
+        }
+        for host in config.docker_hosts
+    ]
+
+    # Items whose label Jenkins hides are not in the demand (label None): listed apart.
+    unserved_by_label: Counter[str | None] = Counter(u["label"] for u in status["unserved"])
+    status["waiting"] = [
+        {"label": label, "count": count, "unserved": unserved_by_label[label]}
+        for label, count in sorted(status.get("demand", {}).items())
+    ]
+    if unserved_by_label[None]:
+        hidden = unserved_by_label[None]
+        status["waiting"].append({"label": None, "count": hidden, "unserved": hidden})
+    status["queued_to_online"] = recent.waits(now) if recent is not None else None
+    status["decisions"] = recent.decisions() if recent is not None else []
+    return status
