@@ -25,7 +25,7 @@ apt_install() {
 
 install_system_packages() {
     # systemd: systemd-analyze for the unit test; busybox-static: a tiny offline test image.
-    local pkgs=(docker.io iptables debootstrap openjdk-17-jdk-headless ca-certificates systemd busybox-static)
+    local pkgs=(docker.io iptables debootstrap openjdk-17-jdk-headless ca-certificates systemd busybox-static chromium)
     command -v python3 >/dev/null || pkgs+=(python3)
     python3 -c 'import ensurepip, venv' 2>/dev/null || pkgs+=(python3-venv)
     apt_install "${pkgs[@]}"
