@@ -19,7 +19,7 @@ from agentpool.model import Memory, Provision, Reap
 from agentpool.service.http import ServiceHTTP, health_verdict
 from agentpool.service.metrics import Metrics
 from agentpool.service.notify import Notifier
-from agentpool.service.overview import overview
+from agentpool.service.overview import overview, pool_gauges, unserved_counts
 from agentpool.service.recent import Recent
 
 if TYPE_CHECKING:
@@ -98,6 +98,8 @@ class ServiceLayer(Hooks):
         m.set_agents(states)
         m.set_waiting(report.plan.demand)
         now = time.time()
+        m.set_unserved(unserved_counts(report.plan, config))
+        m.set_pools(pool_gauges(memory, config, now))
         self.recent.pass_seen(memory.agents, report.observed.nodes or (), now)
         self.recent.pass_error(report.error, now)
         if report.ok:

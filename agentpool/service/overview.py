@@ -14,11 +14,51 @@ from collections import Counter
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit, urlunsplit
 
-from agentpool.model import AgentState
+from agentpool import planner
+from agentpool.model import AgentState, Memory, Plan
 
 if TYPE_CHECKING:
+    from agentpool.config import Config
     from agentpool.daemon import Engine
     from agentpool.service.recent import Recent
+
+# The planner's why texts, as the short reason the metrics and alerts use.
+_REASONS = (
+    (planner.WHY_NO_POOL, "no-pool"),
+    (f"{planner.WHY_CAP} (every docker host", "hosts-full"),
+    (planner.WHY_CAP, "cap"),
+    (planner.WHY_BACKOFF, "backoff"),
+    (planner.WHY_DRAINING, "draining"),
+    (planner.WHY_NO_HOST, "no-host"),
+    ("label unknown", "label-unknown"),
+)
+
+
+def unserved_reason(why: str) -> str:
+    """``cap reached (pool p: max_agents 3)`` → ``cap``; ``other`` for a text not known here."""
+    return next((reason for prefix, reason in _REASONS if why.startswith(prefix)), "other")
+
+
+def unserved_counts(plan: Plan, config: Config) -> dict[tuple[str, str], int]:
+    """Unserved items per ``(pool, reason)``; the pool is the one that would serve the label, or ""."""
+    counts: Counter[tuple[str, str]] = Counter()
+    for item in plan.unserved:
+        pools = planner.matching_pools(item.label, config.pools) if item.label is not None else []
+        counts[(pools[0].name if pools else "", unserved_reason(item.why))] += 1
+    return dict(counts)
+
+
+def pool_gauges(memory: Memory, config: Config, now: float) -> dict[str, dict[str, float]]:
+    """Per configured pool: ``max_agents``, ``backoff`` (1 while backing off), ``draining`` (1/0)."""
+    gauges = {}
+    for pool in config.pools:
+        mem = memory.pools.get(pool.name)
+        gauges[pool.name] = {
+            "max_agents": float(pool.max_agents),
+            "backoff": 1.0 if mem is not None and mem.backoff_until > now else 0.0,
+            "draining": 1.0 if mem is not None and mem.draining else 0.0,
+        }
+    return gauges
 
 
 def _public_url(url: str) -> str:
@@ -81,6 +121,8 @@ def overview(engine: Engine, recent: Recent | None = None) -> dict[str, Any]:
     ]
 
     # Items whose label Jenkins hides are not in the demand (label None): listed apart.
+    for item in status["unserved"]:
+        item["reason"] = unserved_reason(item["why"])
     unserved_by_label: Counter[str | None] = Counter(u["label"] for u in status["unserved"])
     status["waiting"] = [
         {"label": label, "count": count, "unserved": unserved_by_label[label]}

@@ -170,6 +170,17 @@ def test_status_page_in_chromium_matches_status_and_loads_nothing_from_elsewhere
         assert [cells[1] for key, cells in rows.items() if key[0] == "event"] == list(dict.fromkeys(events))
         assert ("host", "local") in rows
 
+        # The metrics the dashboard and alerts read say the same (docs/alerts.yaml: at cap, waiting).
+        metrics = requests.get(base + "/metrics", timeout=5).text
+        for line in (
+            'agentpool_unserved_items{pool="dind",reason="cap"} 1.0',
+            'agentpool_unserved_items{pool="",reason="no-pool"} 1.0',
+            'agentpool_pool_max_agents{pool="dind"} 1.0',
+            'agentpool_agent_lifecycle_seconds_count{phase="launching",pool="dind"} 1.0',
+            'agentpool_agent_lifecycle_seconds_count{phase="online-to-first-build",pool="dind"} 1.0',
+        ):
+            assert line in metrics.splitlines(), line
+
         # The same sections in the terminal, from the same /status (no TTY here: no colour).
         cli = subprocess.run(
             [sys.executable, "-m", "agentpool", "status", "--config", str(tmp_path / "agentpool.yaml")],
