@@ -116,10 +116,15 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 
 def cmd_doctor(args: argparse.Namespace) -> int:
-    from agentpool.doctor import exit_code, format_report, run_doctor
+    from agentpool.doctor import exit_code, format_report, load_for_doctor, run_doctor
 
-    config = _load(args.config)
-    checks = run_doctor(config)
+    try:
+        config, token_problem = load_for_doctor(args.config)
+    except ConfigError as exc:
+        for line in exc.errors:
+            print(line, file=sys.stderr)
+        return EXIT_USAGE
+    checks = run_doctor(config, token_problem)
     print(format_report(checks))
     return exit_code(checks)
 
