@@ -83,7 +83,7 @@ build_artifacts() {
     fi
     if [ -x "$REPO/images/build" ]; then
         log "building the dind agent image (offline)"
-        "$REPO/images/build"
+        "$REPO/images/build" --test-images
     fi
 }
 
