@@ -76,6 +76,26 @@ stop_dockerd() {
     fi
 }
 
+# `agentpool` on PATH after the quick start: as root a symlink in /usr/local/bin (replacing only
+# another checkout's), else the export to type; said again when the script ends.
+CLI_NOTE=""
+link_cli() {
+    local target="$VENV/bin/agentpool" link=/usr/local/bin/agentpool
+    if [ "$(id -u)" = 0 ] && { [ ! -e "$link" ] || [[ "$(readlink "$link")" == */bin/agentpool ]]; }; then
+        ln -sfn "$target" "$link"
+        CLI_NOTE="agentpool is $target, on PATH as $link"
+    else
+        CLI_NOTE="agentpool is $target: export PATH=\"$VENV/bin:\$PATH\" to type just agentpool"
+    fi
+}
+
+finish() {
+    local rc=$?
+    stop_dockerd
+    [ -z "$CLI_NOTE" ] || log "$CLI_NOTE"
+    return "$rc"
+}
+
 build_artifacts() {
     if [ -x "$REPO/scripts/build-agent-jar" ]; then
         log "building the stub agent jar"
@@ -90,6 +110,8 @@ build_artifacts() {
 setup_all() {
     install_system_packages
     install_python
+    link_cli
     ensure_dockerd
+    trap finish EXIT
     build_artifacts
 }
