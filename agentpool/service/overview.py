@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit, urlunsplit
 
 from agentpool import planner
+from agentpool.logs import redact
 from agentpool.model import AgentState, Memory, Plan
 
 if TYPE_CHECKING:
@@ -115,7 +116,7 @@ def overview(engine: Engine, recent: Recent | None = None) -> dict[str, Any]:
             "max_agents": host.max_agents,
             "agents": per_host[host.name],
             "reachable": views[host.name].reachable if host.name in views else None,
-            "error": views[host.name].error if host.name in views else "",
+            "error": redact(views[host.name].error) if host.name in views else "",
         }
         for host in config.docker_hosts
     ]
