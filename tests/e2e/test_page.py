@@ -142,6 +142,7 @@ def test_status_page_in_chromium_matches_status_and_loads_nothing_from_elsewhere
         assert page_requests and all(u.startswith(base + "/") for u in page_requests), page_requests
         assert base + "/" in page_requests
 
+        assert '<meta http-equiv="refresh" content="2">' in shown.stdout  # poll_interval 1s: 2 at least
         rows = parse(shown.stdout).rows
         pool = status["pools"]["dind"]
         cells = rows[("pool", "dind")]
