@@ -103,7 +103,7 @@ def bench_agent(runs: int) -> dict[str, str]:
     import jenkins
 
     sys.path.insert(0, str(REPO))
-    from agentpool.testing.jenkins import Controller
+    from agentpool_testing.jenkins import Controller
 
     if not (REPO / "build" / "agent.jar").exists():
         subprocess.run([str(REPO / "scripts" / "build-agent-jar")], check=True, capture_output=True)

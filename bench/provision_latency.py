@@ -23,8 +23,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from agentpool.config import load_config_text
 from agentpool.daemon import Engine
-from agentpool.testing.jenkins import Controller
-from agentpool.testing.jobs import freestyle_xml
+from agentpool_testing.jenkins import Controller
+from agentpool_testing.jobs import freestyle_xml
 
 BRIDGE = "172.17.0.1"
 

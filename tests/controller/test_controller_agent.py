@@ -16,21 +16,20 @@ import jenkins
 import pytest
 import requests
 
-from agentpool.testing.jenkins import Controller, freestyle_config, pipeline_config
+from agentpool_testing.jenkins import Controller, freestyle_config, pipeline_config
+from agentpool_testing.jenkins.stub import AGENT_SOURCE, BUILT_JAR
 
 REPO = Path(__file__).resolve().parents[2]
-SOURCE = REPO / "agentpool/testing/jenkins/agent/src"
-JAR = REPO / "build/agent.jar"
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(120)]
 
 
 @pytest.fixture(scope="session")
 def built_jar() -> Path:
-    newest_source = max(p.stat().st_mtime for p in SOURCE.rglob("*.java"))
-    if not JAR.exists() or JAR.stat().st_mtime < newest_source:
+    newest_source = max(p.stat().st_mtime for p in AGENT_SOURCE.rglob("*.java"))
+    if not BUILT_JAR.exists() or BUILT_JAR.stat().st_mtime < newest_source:
         subprocess.run([str(REPO / "scripts/build-agent-jar")], check=True, capture_output=True)
-    return JAR
+    return BUILT_JAR
 
 
 @pytest.fixture

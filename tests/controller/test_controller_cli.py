@@ -1,4 +1,4 @@
-"""``python -m agentpool.testing.jenkins``: prints its URL, serves, stops on SIGTERM."""
+"""``python -m agentpool_testing.jenkins``: prints its URL, serves, stops on SIGTERM."""
 
 from __future__ import annotations
 
@@ -9,13 +9,13 @@ import sys
 import jenkins
 import pytest
 
-from agentpool.testing.jenkins import Controller, freestyle_config
+from agentpool_testing.jenkins import Controller, freestyle_config
 
 pytestmark = pytest.mark.timeout(60)
 
 
 def test_cli_serves_until_sigterm() -> None:
-    argv = [sys.executable, "-m", "agentpool.testing.jenkins", "--listen", "127.0.0.1:0", "--token", "t0k"]
+    argv = [sys.executable, "-m", "agentpool_testing.jenkins", "--listen", "127.0.0.1:0", "--token", "t0k"]
     argv += ["--url", "http://jenkins.example:8080/"]
     proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
@@ -28,7 +28,7 @@ def test_cli_serves_until_sigterm() -> None:
 
 
 def test_cli_rejects_a_bad_listen_address() -> None:
-    argv = [sys.executable, "-m", "agentpool.testing.jenkins", "--listen", "nonsense", "--token", "t"]
+    argv = [sys.executable, "-m", "agentpool_testing.jenkins", "--listen", "nonsense", "--token", "t"]
     proc = subprocess.run(argv, capture_output=True, text=True, timeout=30, check=False)
     assert proc.returncode == 2
     assert "--listen must be HOST:PORT" in proc.stderr

@@ -25,8 +25,8 @@ import pytest
 
 from agentpool.config import Config, load_config
 from agentpool.daemon import Engine
-from agentpool.testing.artifacts import ArtifactServer
-from agentpool.testing.jenkins import Controller
+from agentpool_testing.artifacts import ArtifactServer
+from agentpool_testing.jenkins import Controller
 
 BRIDGE = "172.17.0.1"
 IMAGE = "agentpool/dind-agent:latest"

@@ -15,7 +15,7 @@ pytestmark = pytest.mark.docker
 
 def test_demo_provisions_runs_nested_docker_reaps_and_leaves_nothing() -> None:
     result = subprocess.run(
-        [sys.executable, "-m", "agentpool.demo", "--timeout", "240"],
+        [sys.executable, "-m", "agentpool_testing.demo", "--timeout", "240"],
         cwd=REPO,
         capture_output=True,
         text=True,

@@ -17,22 +17,21 @@ from pathlib import Path
 import jenkins
 import pytest
 
-from agentpool.testing.jenkins import Controller, freestyle_config
+from agentpool_testing.jenkins import Controller, freestyle_config
+from agentpool_testing.jenkins.stub import AGENT_SOURCE, BUILT_JAR
 from tests.image.dindtools import BUSYBOX, REPO, Agents, docker
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow, pytest.mark.timeout(180)]
 
-JAR = REPO / "build" / "agent.jar"
-SOURCE = REPO / "agentpool/testing/jenkins/agent/src"
 BRIDGE_GATEWAY = "172.17.0.1"  # where containers reach the host
 
 
 @pytest.fixture(scope="module")
 def agent_jar() -> Path:
-    newest = max(p.stat().st_mtime for p in SOURCE.rglob("*.java"))
-    if not JAR.exists() or JAR.stat().st_mtime < newest:
+    newest = max(p.stat().st_mtime for p in AGENT_SOURCE.rglob("*.java"))
+    if not BUILT_JAR.exists() or BUILT_JAR.stat().st_mtime < newest:
         subprocess.run([str(REPO / "scripts/build-agent-jar")], check=True, capture_output=True)
-    return JAR
+    return BUILT_JAR
 
 
 def free_port() -> int:

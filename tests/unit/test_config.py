@@ -15,6 +15,7 @@ from agentpool.config import (
     parse_bytes,
     parse_duration,
 )
+from agentpool_testing.demo import DEMO_CONFIG
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -271,7 +272,7 @@ def test_unreadable_config_file(tmp_path: Path) -> None:
 
 def test_shipped_configs_are_valid(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.setenv("AGENTPOOL_DEMO_TOKEN", "demo")
-    demo = load_config(REPO / "config" / "demo.yaml")
+    demo = load_config(DEMO_CONFIG)
     [pool] = demo.pools
     assert (pool.name, pool.labels, pool.security, pool.cap_drop) == (
         "dind",

@@ -1,5 +1,5 @@
 """The README's demo: agentpool against the project's Jenkins-compatible controller and the
-local Docker engine, on the embedded defaults (``config/demo.yaml``).
+local Docker engine, on the config shipped with this package (``demo.yaml``).
 
 It starts the controller, queues a freestyle build and a Pipeline build that both ask for
 ``docker && linux`` and run ``docker run`` inside their agent, runs agentpool's reconcile
@@ -16,6 +16,7 @@ import os
 import secrets
 import sys
 import time
+from importlib import resources
 from pathlib import Path
 
 import docker
@@ -24,11 +25,11 @@ import jenkins
 from agentpool.config import load_config
 from agentpool.daemon import Engine
 from agentpool.logs import setup_logging
-from agentpool.testing.artifacts import BRIDGE_GATEWAY, ArtifactServer
-from agentpool.testing.jenkins import Controller
-from agentpool.testing.jobs import freestyle_xml, pipeline_xml
+from agentpool_testing.artifacts import BRIDGE_GATEWAY, ArtifactServer
+from agentpool_testing.jenkins import Controller
+from agentpool_testing.jobs import freestyle_xml, pipeline_xml
 
-DEMO_CONFIG = Path(__file__).resolve().parent.parent / "config" / "demo.yaml"
+DEMO_CONFIG = Path(str(resources.files(__package__ or "agentpool_testing").joinpath("demo.yaml")))
 BUSYBOX = "agentpool/busybox:latest"
 
 

@@ -15,6 +15,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable
+from pathlib import Path
 from types import TracebackType
 from typing import Any, TypeVar
 
@@ -52,6 +53,7 @@ class Controller:
         left_item_ttl: float = 300.0,
         cloud: bool = False,
         version: str = JENKINS_VERSION,
+        agent_jar: Path | None = None,
     ) -> None:
         if not token:
             raise ValueError("the controller needs an API token for its user")
@@ -78,6 +80,7 @@ class Controller:
             anonymous_read=anonymous_read,
             version=version,
             faults=self.faults,
+            agent_jar=agent_jar,
         )
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None

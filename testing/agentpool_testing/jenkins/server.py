@@ -3,7 +3,7 @@
 Every path, status code and header here is one a real Jenkins answers (see
 ``docs/jenkins-controller.md``); python-jenkins and the provisioner are pointed at it
 unmodified. Handlers run on the controller's event loop and call into
-:class:`~agentpool.testing.jenkins.model.Jenkins`.
+:class:`~agentpool_testing.jenkins.model.Jenkins`.
 """
 
 from __future__ import annotations
@@ -43,12 +43,12 @@ from .model import (
     StepRequest,
     StepSink,
 )
+from .stub import agent_jar_path
 
 log = logging.getLogger(__name__)
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 UNPROTECTED = ("/login", "/wsagents", "/jnlpJars/", "/tcpSlaveAgentListener")
-REPO_ROOT = Path(__file__).resolve().parents[3]
 NODE_TYPES = ("hudson.slaves.DumbSlave$DescriptorImpl", "hudson.slaves.DumbSlave")
 
 
@@ -240,8 +240,10 @@ class Server:
         anonymous_read: bool,
         version: str,
         faults: Faults,
+        agent_jar: Path | None = None,
     ) -> None:
         self.j = jenkins
+        self.jar_path = agent_jar
         self.export = Exporter(jenkins)
         self.user = user
         self.token = token
@@ -613,7 +615,7 @@ class Server:
     async def agent_jar(self, request: web.Request) -> web.StreamResponse:
         if request.match_info["jar"] not in ("agent.jar", "remoting.jar", "slave.jar"):
             return _not_found()
-        path = Path(os.environ.get("AGENTPOOL_AGENT_JAR") or REPO_ROOT / "build" / "agent.jar")
+        path = agent_jar_path(self.jar_path)
         if not path.is_file():
             message = f"agent.jar is not built: {path} does not exist (run scripts/build-agent-jar)"
             return _error(404, message)
