@@ -1,5 +1,6 @@
-"""The README's demo command does what the README says, end to end (it listens on 127.0.0.1:8080
-and 172.17.0.1:8080 as config/demo.yaml says, so it runs once, on its own)."""
+"""The README's demo command does what the README says, end to end (the controller on the
+bridge gateway read from the engine, a free port; the demo's instance name is fixed, so it
+runs once, on its own)."""
 
 from __future__ import annotations
 
