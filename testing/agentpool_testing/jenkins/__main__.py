@@ -12,6 +12,16 @@ from pathlib import Path
 from .controller import Controller
 
 
+def parse_account(spec: str) -> tuple[str, str, list[str]]:
+    """``NAME:TOKEN:PERM,PERM`` (``Overall/Read``, ``Agent/Create``, …; empty: none)."""
+    name, sep, rest = spec.partition(":")
+    token, _, perms = rest.partition(":")
+    if not sep or not name or not token:
+        fields = len(spec.split(":"))  # never the text itself: it may hold the token
+        raise ValueError(f"--account must be NAME:TOKEN:PERMISSION,… (got {fields} field(s))")
+    return name, token, [p for p in perms.split(",") if p.strip()]
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m agentpool_testing.jenkins", description="Jenkins-compatible test controller"
@@ -30,6 +40,13 @@ def main(argv: list[str] | None = None) -> int:
         default=None,
         help="jar served at /jnlpJars/agent.jar (default: the built stub)",
     )
+    parser.add_argument(
+        "--account",
+        action="append",
+        default=[],
+        metavar="NAME:TOKEN:PERMISSION,…",
+        help="another user with only these permissions (e.g. svc:t0k:Overall/Read,Job/Read,Agent/Create)",
+    )
     parser.add_argument("-v", "--verbose", action="store_true")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING)
@@ -43,6 +60,9 @@ def main(argv: list[str] | None = None) -> int:
             quiet_period=args.quiet_period,
             agent_jar=args.agent_jar,
         )
+        for spec in args.account:
+            name, token, perms = parse_account(spec)
+            controller.add_user(name, token, perms)
         controller.start()
     except (ValueError, RuntimeError) as exc:
         print(f"error: {exc}", file=sys.stderr)
