@@ -31,14 +31,19 @@ class ArtifactServer:
     def __init__(self, client: docker.DockerClient, images: dict[str, str], listen: str | None = None):
         host = listen or bridge_gateway(client)
         self._dir = tempfile.TemporaryDirectory(prefix="agentpool-artifacts-")
+        handler = functools.partial(_QuietHandler, directory=self._dir.name)
         try:
-            handler = functools.partial(_QuietHandler, directory=self._dir.name)
             self._server = http.server.ThreadingHTTPServer((host, 0), handler)
+        except BaseException:
+            self._dir.cleanup()
+            raise
+        try:
             for name, image in images.items():
                 with (Path(self._dir.name) / f"{name}.tar").open("wb") as out:
                     for chunk in client.images.get(image).save(named=True):
                         out.write(chunk)
         except BaseException:
+            self._server.server_close()
             self._dir.cleanup()
             raise
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True, name="artifacts")
