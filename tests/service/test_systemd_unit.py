@@ -42,7 +42,6 @@ HARDENING = (
     "UMask",
     "SupplementaryGroups",
     "StateDirectory",
-    "ConfigurationDirectory",
     "LoadCredential",
 )
 
