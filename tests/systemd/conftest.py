@@ -516,6 +516,16 @@ def systemd_host() -> Iterator[SystemdHost]:
         # `install -m 0600 /dev/stdin /etc/agentpool/jenkins.token <<<'TOKEN'`, the token on
         # stdin rather than in a command line.
         host.write("/etc/agentpool/jenkins.token", token + "\n", mode="0600")
+        doctor = host.run(
+            "/opt/agentpool/venv/bin/agentpool",
+            "doctor",
+            "--config",
+            "/etc/agentpool/agentpool.yaml",
+            env={"CREDENTIALS_DIRECTORY": "/etc/agentpool"},
+            check=False,
+        )
+        assert (doctor.returncode, "FAIL" in doctor.stdout) == (0, False), doctor.stdout + doctor.stderr
+        assert token not in doctor.stdout + doctor.stderr
         yield host
     finally:
         if os.environ.get("AGENTPOOL_SYSTEMD_KEEP"):  # debugging: keep the host container
