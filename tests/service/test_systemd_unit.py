@@ -43,6 +43,7 @@ HARDENING = (
     "SupplementaryGroups",
     "StateDirectory",
     "LoadCredential",
+    "LimitNOFILE",
 )
 
 
