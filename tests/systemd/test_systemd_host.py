@@ -325,10 +325,15 @@ def test_the_installer_copies_with_root_ownership_and_fixed_modes(host: SystemdH
 
 def test_a_second_install_changes_nothing(host: SystemdHost) -> None:
     running(host)
-    before, pid = _installed(host, mtimes=True), host.main_pid()
+    accounts = ("/etc/passwd", "/etc/group", "/etc/shadow", "/etc/gshadow")
+
+    def state() -> dict[str, list[Any]]:
+        return {**_installed(host, mtimes=True), **host.snapshot(*accounts, mtimes=True)}
+
+    before, pid = state(), host.main_pid()
     again = host.install_service()
     assert "up to date" in again.stderr, again.stderr
-    assert _installed(host, mtimes=True) == before
+    assert state() == before
     assert host.main_pid() == pid
 
 
