@@ -16,6 +16,7 @@ these machines, and a local wheelhouse keeps the installation quick anyway.
 
 from __future__ import annotations
 
+import hashlib
 import importlib
 import io
 import json
@@ -23,6 +24,7 @@ import os
 import re
 import secrets
 import shlex
+import shutil
 import subprocess
 import sys
 import tarfile
@@ -313,14 +315,12 @@ def _wheelhouse(python_version: str) -> Path:
         [*pyproject["project"]["dependencies"], *pyproject["build-system"]["requires"], "pip", "wheel"]
     )
     key = f"{python_version}:{json.dumps(requirements)}"
-    import hashlib
-
     digest = hashlib.sha256(key.encode()).hexdigest()[:16]
     target = REPO / "build" / f"systemd-wheelhouse-{digest}"
     if (target / ".complete").exists():
         return target
     partial = target.with_name(target.name + ".partial")
-    subprocess.run(["rm", "-rf", str(partial)], check=True)
+    shutil.rmtree(partial, ignore_errors=True)
     here = f"{sys.version_info.major}.{sys.version_info.minor}"
     if here != python_version:
         pytest.fail(
