@@ -148,7 +148,7 @@ def test_env_values_become_strings() -> None:
         ("    remote_fs: agent\n", "agentpool.yaml:9: pools[0].remote_fs: expected an absolute path"),
         (
             "    env: {JENKINS_SECRET: x}\n",
-            "agentpool.yaml:9: pools[0].env: JENKINS_SECRET is set by agentpool",
+            "agentpool.yaml:9: pools[0].env.JENKINS_SECRET: JENKINS_SECRET is set by agentpool",
         ),
         (
             "  - name: dind\n    labels: [docker]\n    image: x\n",
