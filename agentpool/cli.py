@@ -31,7 +31,10 @@ def _load(path: str) -> Config:
 
 
 def _daemon(config: Config) -> DaemonClient | None:
-    return DaemonClient(config.metrics.listen) if config.metrics.listen else None
+    if not config.metrics.listen:
+        return None
+    token = config.metrics.admin_token
+    return DaemonClient(config.metrics.listen, admin_token=token.get_secret_value() if token else None)
 
 
 def _ask_daemon(config: Config, call: str, pool: str | None = None) -> dict[str, Any] | None:

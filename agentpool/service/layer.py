@@ -12,6 +12,8 @@ import time
 from collections import Counter
 from typing import TYPE_CHECKING
 
+from pydantic import SecretStr
+
 from agentpool import planner
 from agentpool.daemon import Hooks, PassReport
 from agentpool.executor import Outcome
@@ -49,6 +51,8 @@ class ServiceLayer(Hooks):
                 status=lambda: daemon.engine.status(),
                 drain=lambda pool: {"pools": daemon.engine.set_draining(pool, True)},
                 resume=lambda pool: {"pools": daemon.engine.set_draining(pool, False)},
+                allowed_hosts=self.config.metrics.allowed_hosts,
+                admin_token=_secret(self.config.metrics.admin_token),
             )
             self.http.start()
 
@@ -128,3 +132,7 @@ def summary(states: Counter[tuple[str, str]], waiting: int, report: PassReport) 
     if not report.ok:
         text += f"; degraded: {report.error[:120]}"
     return text
+
+
+def _secret(value: SecretStr | None) -> str | None:
+    return None if value is None else value.get_secret_value()
