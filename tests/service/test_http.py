@@ -15,7 +15,6 @@ from agentpool.model import AgentState, Reason
 from agentpool.service.http import ServiceHTTP, health_verdict, parse_listen
 from agentpool.service.metrics import Metrics
 
-
 ADMIN = "admin-token-0123456789"
 AUTH = {"Authorization": f"Bearer {ADMIN}"}
 
@@ -176,7 +175,9 @@ def test_drain_errors(served: tuple[ServiceHTTP, FakeDaemon, Metrics]) -> None:
     assert (status, json.loads(body)) == (404, {"error": "no pool named 'nope'"})
     status, headers, _ = _request(http.url + "/drain?pool=dind")
     assert (status, headers["Allow"]) == (405, "POST")
-    status, _, body = _request(http.url + "/drain?pool=dind", "POST", {**AUTH, "Origin": "http://evil.example"})
+    status, _, body = _request(
+        http.url + "/drain?pool=dind", "POST", {**AUTH, "Origin": "http://evil.example"}
+    )
     assert status == 403
     assert daemon.pools == {"dind": False, "big": False}
     assert _request(http.url + "/nothing")[0] == 404
