@@ -1,13 +1,16 @@
 """The `agentpool` command: validate, run, once, status, doctor, drain, resume.
 
 Exit codes: 0 success, 1 a failed check or operation, 2 bad usage or an invalid config
-(one ``FILE:LINE: key.path: message`` line per error on stderr).
+(one ``FILE:LINE: key.path: message`` line per error on stderr). Everything the commands
+print goes through :func:`say`, which masks the registered secrets as the log does (the
+config loader registers the Jenkins token and every secret file it reads).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import logging
 import sys
 import time
 from collections.abc import Sequence
@@ -15,10 +18,17 @@ from typing import Any
 
 from agentpool.config import Config, ConfigError, load_config
 from agentpool.daemon import Daemon, Engine
-from agentpool.logs import setup_logging
+from agentpool.logs import redact, setup_logging
 from agentpool.service.client import DaemonClient, DaemonError, DaemonUnavailable
 
 EXIT_OK, EXIT_FAIL, EXIT_USAGE = 0, 1, 2
+
+log = logging.getLogger("agentpool.cli")
+
+
+def say(text: str, err: bool = False) -> None:
+    """Print ``text`` (on stderr when ``err``) with every registered secret masked."""
+    print(redact(text), file=sys.stderr if err else sys.stdout)
 
 
 def _load(path: str) -> Config:
@@ -26,7 +36,7 @@ def _load(path: str) -> Config:
         return load_config(path)
     except ConfigError as exc:
         for line in exc.errors:
-            print(line, file=sys.stderr)
+            say(line, err=True)
         raise SystemExit(EXIT_USAGE) from None
 
 
@@ -49,12 +59,12 @@ def _ask_daemon(config: Config, call: str, pool: str | None = None) -> dict[str,
     except DaemonUnavailable:
         return None
     except DaemonError as exc:
-        raise SystemExit(f"the running daemon refused {call}: {exc}") from None
+        raise SystemExit(redact(f"the running daemon refused {call}: {exc}")) from None
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
     config = _load(args.config)
-    print(f"{args.config}: valid ({len(config.pools)} pools, {len(config.docker_hosts)} docker hosts)")
+    say(f"{args.config}: valid ({len(config.pools)} pools, {len(config.docker_hosts)} docker hosts)")
     return EXIT_OK
 
 
@@ -80,7 +90,7 @@ def cmd_once(args: argparse.Namespace) -> int:
         engine.close()
     failed = [o for o in report.outcomes if not o.ok]
     if not report.ok:
-        print(f"pass incomplete: {report.error}", file=sys.stderr)
+        say(f"pass incomplete: {report.error}", err=True)
     return EXIT_FAIL if (failed or not report.ok) else EXIT_OK
 
 
@@ -120,7 +130,7 @@ def cmd_status(args: argparse.Namespace) -> int:
         status["source"] = "observed now (no daemon running)"
     else:
         status["source"] = "running daemon"
-    print(json.dumps(status, indent=2) if args.json else _format_status(status))
+    say(json.dumps(status, indent=2) if args.json else _format_status(status))
     return EXIT_OK
 
 
@@ -129,7 +139,7 @@ def cmd_doctor(args: argparse.Namespace) -> int:
 
     config = _load(args.config)
     checks = run_doctor(config)
-    print(format_report(checks))
+    say(format_report(checks))
     return exit_code(checks)
 
 
@@ -137,30 +147,30 @@ def _drain(args: argparse.Namespace, draining: bool) -> int:
     config = _load(args.config)
     pool = args.pool
     if pool is not None and pool not in {p.name for p in config.pools}:
-        print(f"no pool named {pool!r} in {args.config}", file=sys.stderr)
+        say(f"no pool named {pool!r} in {args.config}", err=True)
         return EXIT_USAGE
     answer = _ask_daemon(config, "drain" if draining else "resume", pool)
     if not draining:
         if answer is None:
-            print("no daemon running: nothing to resume (draining lives in the daemon)")
+            say("no daemon running: nothing to resume (draining lives in the daemon)")
         else:
-            print(f"resumed: {', '.join(answer.get('pools', []))}")
+            say(f"resumed: {', '.join(answer.get('pools', []))}")
         return EXIT_OK
     if answer is not None:
         pools = answer.get("pools", [])
-        print(f"draining {', '.join(pools)} (running daemon); waiting for their agents to go")
+        say(f"draining {', '.join(pools)} (running daemon); waiting for their agents to go")
         while True:
             status = _ask_daemon(config, "status")
             left = [a for a in (status or {}).get("agents", []) if a["pool"] in pools]
             if status is None or not left:
                 break
             time.sleep(max(1.0, config.poll_interval))
-        print("drained")
+        say("drained")
         return EXIT_OK
     engine = _engine(config)
     try:
         pools = engine.set_draining(pool, True)
-        print(f"draining {', '.join(pools)} (no daemon running: acting myself)")
+        say(f"draining {', '.join(pools)} (no daemon running: acting myself)")
         while True:
             engine.run_pass()
             if engine.agents_of(pools) == 0:
@@ -168,7 +178,7 @@ def _drain(args: argparse.Namespace, draining: bool) -> int:
             time.sleep(config.poll_interval)
     finally:
         engine.close()
-    print("drained")
+    say("drained")
     return EXIT_OK
 
 
@@ -211,7 +221,15 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     setup_logging(args.log_format, args.log_level)
-    return int(args.func(args))
+    try:
+        return int(args.func(args))
+    except KeyboardInterrupt:
+        return 130
+    except Exception as exc:
+        # A bug or an unforeseen failure: one line of the log (traceback in its exc field,
+        # secrets masked), not a raw traceback.
+        log.error("%s failed: %s: %s", args.command, type(exc).__name__, exc, exc_info=exc)
+        return EXIT_FAIL
 
 
 if __name__ == "__main__":

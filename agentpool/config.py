@@ -16,6 +16,7 @@ the YAML library becomes a located error, never a traceback.
 
 from __future__ import annotations
 
+import base64
 import errno
 import ipaddress
 import logging
@@ -944,6 +945,8 @@ def _resolve_token(config: Config, name: str, err: Callable[[Loc, str], None]) -
             _inline_token_warned = True
             log.warning("%s: jenkins.token is inline in the config; prefer token_file or token_env", name)
     register_secret(token)
+    # As python-jenkins sends it (Authorization: Basic), should a debug log ever show a header.
+    register_secret(base64.b64encode(f"{jenkins.user}:{token}".encode()).decode())
     return config.model_copy(update={"jenkins": jenkins.model_copy(update={"token": SecretStr(token)})})
 
 

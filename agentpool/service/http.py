@@ -30,10 +30,11 @@ import json
 import logging
 import socket
 import threading
-from collections.abc import Callable, Mapping, Sequence
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from http import HTTPStatus
-from typing import Any
+from typing import Any, SupportsIndex
 from urllib.parse import parse_qs, urlsplit
 
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
@@ -47,7 +48,9 @@ HealthFn = Callable[[], tuple[bool, str]]
 StatusFn = Callable[[], dict[str, Any]]
 PoolActionFn = Callable[[str | None], dict[str, Any]]
 
-MAX_CONNECTIONS = 128  # far below systemd's default soft limit of 1,024 descriptors
+MAX_CONNECTIONS = 128  # twice this stays far below systemd's default soft limit of 1,024 descriptors
+ACCEPT_BATCH = 16  # connections accepted (and admitted) per wake-up of the listener
+GRACE = 0.5  # a new connection's time to send its head before it may be evicted
 MAX_HEAD = 8 * 1024  # request line and headers
 MAX_BODY = 1024  # no route reads a body; a small one (an empty JSON object) is ignored
 HEAD_TIMEOUT = 5.0  # to receive the request line and headers
@@ -127,12 +130,41 @@ class _HTTPError(Exception):
         self.response = response
 
 
-class _Connection:
-    """One client connection; ``reading`` while its request head has not fully arrived."""
+class _Reader(asyncio.StreamReader):
+    """A StreamReader that knows when a whole request head has arrived, parsed or not yet."""
 
-    def __init__(self, writer: asyncio.StreamWriter) -> None:
-        self.writer = writer
+    head_arrived = False
+    _tail = b""
+
+    def feed_data(self, data: Iterable[SupportsIndex]) -> None:
+        super().feed_data(data)
+        if not self.head_arrived:
+            seen = self._tail + bytes(data)[:MAX_HEAD]
+            self.head_arrived = b"\r\n\r\n" in seen
+            self._tail = seen[-3:]
+
+
+class _Connection:
+    """One accepted client socket; evictable while its request head has not arrived."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+        self.reader = _Reader(limit=MAX_HEAD)
+        self.transport: asyncio.Transport | None = None
         self.reading = True
+        self.closed = False
+        self.since = time.monotonic()
+
+    @property
+    def evictable(self) -> bool:
+        return self.reading and not self.reader.head_arrived
+
+    def abort(self) -> None:
+        self.closed = True
+        if self.transport is not None:
+            self.transport.abort()
+        else:
+            self.sock.close()
 
 
 class ServiceHTTP:
@@ -167,14 +199,14 @@ class ServiceHTTP:
             "/resume": Route(("POST",), lambda r: self._pool_action(r, self.resume), admin=True),
         }
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._server: asyncio.base_events.Server | None = None
+        self._listener: socket.socket | None = None
         self._thread: threading.Thread | None = None
         self._port = 0
         self._connections: dict[_Connection, None] = {}  # ordered: oldest first
 
     @property
     def port(self) -> int:
-        if self._server is None:
+        if self._listener is None:
             raise RuntimeError("ServiceHTTP is not started")
         return self._port
 
@@ -186,38 +218,41 @@ class ServiceHTTP:
     # -- lifecycle -------------------------------------------------------------------------
 
     def start(self) -> None:
-        loop = asyncio.new_event_loop()
-        loop.set_exception_handler(_log_loop_error)
+        family = socket.AF_INET6 if _is_ipv6(self.host) else socket.AF_INET
+        listener = socket.socket(family, socket.SOCK_STREAM)
         try:
-            server = loop.run_until_complete(self._listen())
+            listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            listener.bind((self.host, self._requested_port))
+            listener.listen(1024)
         except OSError as exc:
-            loop.close()
+            listener.close()
             raise OSError(
                 exc.errno, f"cannot listen on {self.listen} (metrics.listen): {exc.strerror}"
             ) from exc
-        self._loop, self._server = loop, server
-        self._port = int(server.sockets[0].getsockname()[1])
+        listener.setblocking(False)
+        self._port = int(listener.getsockname()[1])
+        loop = asyncio.new_event_loop()
+        loop.set_exception_handler(_log_loop_error)
+        loop.add_reader(listener, self._accept)
+        self._loop, self._listener = loop, listener
         self._thread = threading.Thread(target=loop.run_forever, name="agentpool-http", daemon=True)
         self._thread.start()
         log.info("http listening", extra={"url": self.url})
 
-    async def _listen(self) -> asyncio.base_events.Server:
-        family = socket.AF_INET6 if _is_ipv6(self.host) else socket.AF_INET
-        return await asyncio.start_server(
-            self._serve, self.host, self._requested_port, family=family, limit=MAX_HEAD, backlog=128
-        )
-
     def stop(self) -> None:
-        loop, server = self._loop, self._server
-        if loop is None or server is None:
+        loop, listener = self._loop, self._listener
+        if loop is None or listener is None:
             return
 
         async def close() -> None:
-            server.close()
+            loop.remove_reader(listener)
+            listener.close()
             for conn in list(self._connections):
-                conn.writer.close()
-            with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(server.wait_closed(), 2)
+                conn.abort()
+            tasks = [t for t in asyncio.all_tasks(loop) if t is not asyncio.current_task()]
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
 
         with contextlib.suppress(Exception):
             asyncio.run_coroutine_threadsafe(close(), loop).result(timeout=5)
@@ -226,17 +261,71 @@ class ServiceHTTP:
             self._thread.join(timeout=5)
         if not loop.is_running():
             loop.close()
-        self._loop = self._server = self._thread = None
+        self._loop = self._listener = self._thread = None
 
-    # -- one connection ----------------------------------------------------------------------
+    # -- connections -------------------------------------------------------------------------
 
-    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        conn = _Connection(writer)
-        self._admit(conn)
-        method = "-"
-        try:
+    def _accept(self) -> None:
+        """Accept what is waiting, a bounded batch at a time, each admitted before the next."""
+        assert self._loop is not None and self._listener is not None
+        for _ in range(ACCEPT_BATCH):
             try:
-                request = await asyncio.wait_for(self._read_head(reader), HEAD_TIMEOUT)
+                sock, _ = self._listener.accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as exc:
+                # Out of descriptors (another part of the daemon holds them): retry a little
+                # later instead of spinning on a listener that stays readable.
+                log.warning("http: cannot accept a connection: %s", exc.strerror or exc)
+                loop, listener = self._loop, self._listener
+                loop.remove_reader(listener)
+                loop.call_later(0.1, loop.add_reader, listener, self._accept)
+                return
+            sock.setblocking(False)
+            conn = _Connection(sock)
+            if self._admit(conn):
+                self._loop.create_task(self._serve(conn))
+
+    def _admit(self, conn: _Connection) -> bool:
+        """Track ``conn``; over the cap, evict the oldest connection still sending its head.
+
+        Past :data:`MAX_CONNECTIONS`, the victim is the oldest connection whose head has not
+        arrived after :data:`GRACE` seconds; when every such one is younger (a burst of
+        connections accepted together, a real client among them), up to twice the cap are
+        kept, then the oldest is evicted whatever its age. A connection whose head has
+        arrived is never evicted: a real client gets its answer. False: ``conn`` is refused.
+        """
+        count = len(self._connections)
+        if count >= MAX_CONNECTIONS:
+            now = time.monotonic()
+            old = (c for c in self._connections if c.evictable and now - c.since >= GRACE)
+            victim = next(old, None)
+            if victim is None and count >= 2 * MAX_CONNECTIONS:
+                victim = next((c for c in self._connections if c.evictable), None)
+                if victim is None:
+                    log.warning("http: %d requests in progress: refusing a connection", count)
+                    conn.abort()
+                    return False
+            if victim is not None:
+                self._connections.pop(victim, None)
+                victim.abort()
+        self._connections[conn] = None
+        return True
+
+    async def _serve(self, conn: _Connection) -> None:
+        loop = asyncio.get_running_loop()
+        method = "-"
+        writer: asyncio.StreamWriter | None = None
+        try:
+            transport, protocol = await loop.connect_accepted_socket(
+                lambda: asyncio.StreamReaderProtocol(conn.reader), conn.sock
+            )
+            conn.transport = transport
+            if conn.closed:
+                return
+            writer = asyncio.StreamWriter(transport, protocol, conn.reader, loop)
+            try:
+                request = await asyncio.wait_for(self._read_head(conn.reader), HEAD_TIMEOUT)
             except TimeoutError:
                 return  # a client too slow to send a request head: dropped without an answer
             conn.reading = False
@@ -248,26 +337,13 @@ class ServiceHTTP:
                 method = request.method
                 response = await self._answer(request)
             await self._write(writer, response, head_only=method == "HEAD")
-        except (TimeoutError, ConnectionError, asyncio.IncompleteReadError):
+        except (TimeoutError, OSError, asyncio.IncompleteReadError):
             pass
         except Exception:
             log.exception("http: serving a connection failed")
         finally:
             self._connections.pop(conn, None)
-            writer.close()
-
-    def _admit(self, conn: _Connection) -> None:
-        """Track ``conn``; over the cap, evict the oldest connection still sending its head."""
-        if len(self._connections) >= MAX_CONNECTIONS:
-            victim = next((c for c in self._connections if c.reading), None)
-            if victim is not None:
-                self._connections.pop(victim, None)
-                victim.writer.transport.abort()
-            else:
-                log.warning("http: %d requests in progress: refusing a connection", MAX_CONNECTIONS)
-                conn.writer.transport.abort()
-                return
-        self._connections[conn] = None
+            conn.abort()
 
     async def _read_head(self, reader: asyncio.StreamReader) -> Request | Response | None:
         try:
