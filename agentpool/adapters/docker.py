@@ -11,6 +11,9 @@ on removal counts as done: every call is safe to repeat. Failures leave as
 from __future__ import annotations
 
 import contextlib
+import io
+import posixpath
+import tarfile
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -33,6 +36,9 @@ from agentpool.model import (
 
 T = TypeVar("T")
 DOCKER_DIR = "/var/lib/docker"
+# The agent's secret reaches the container as this file (mode 0400), not as an environment
+# variable that `docker inspect` shows; the entrypoint hands it to the agent as `-secret @FILE`.
+SECRET_FILE = "/run/agentpool/jenkins-secret"  # noqa: S105 - a path, not a password
 
 
 @dataclass(frozen=True)
@@ -236,12 +242,16 @@ class DockerHost:
             **dict(spec.host_config),
         )
         host_config.update(spec.host_fields)
+        env = dict(spec.env)
+        secret = env.pop("JENKINS_SECRET", None)
+        if secret is not None:
+            env["JENKINS_SECRET_FILE"] = SECRET_FILE
         created = self._call(
             f"create container {spec.name}",
             lambda: api.create_container(
                 image=spec.image,
                 name=spec.name,
-                environment=dict(spec.env),
+                environment=env,
                 labels=dict(spec.labels),
                 host_config=host_config,
                 detach=True,
@@ -249,6 +259,11 @@ class DockerHost:
         )
         container_id = str(created["Id"])
         try:
+            if secret is not None:
+                archive = _secret_archive(SECRET_FILE, secret)
+                self._call(
+                    f"copy the secret into {spec.name}", lambda: api.put_archive(container_id, "/", archive)
+                )
             self._call(f"start container {spec.name}", lambda: api.start(container_id))
         except DockerError:
             # Removed by id: the container created just now, never another one of that name.
@@ -272,3 +287,17 @@ class DockerHost:
         except DockerError as exc:
             if exc.kind != "not-found":
                 raise
+
+
+def _secret_archive(path: str, secret: str) -> bytes:
+    """A tar archive holding ``path`` (mode 0400, root) with ``secret``, and its directory (0700)."""
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w") as tar:
+        directory = tarfile.TarInfo(posixpath.dirname(path).lstrip("/"))
+        directory.type, directory.mode = tarfile.DIRTYPE, 0o700
+        tar.addfile(directory)
+        data = secret.encode()
+        info = tarfile.TarInfo(path.lstrip("/"))
+        info.size, info.mode = len(data), 0o400
+        tar.addfile(info, io.BytesIO(data))
+    return buffer.getvalue()

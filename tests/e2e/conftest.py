@@ -29,7 +29,7 @@ from agentpool.testing.artifacts import ArtifactServer
 from agentpool.testing.jenkins import Controller
 
 BRIDGE = "172.17.0.1"
-IMAGE = "agentpool/dind-agent:latest"
+IMAGE = os.environ.get("AGENTPOOL_IMAGE", "agentpool/dind-agent:latest")
 BUSYBOX = "agentpool/busybox:latest"
 REPO = Path(__file__).resolve().parents[2]
 
