@@ -631,7 +631,11 @@ class _Constructor(yaml.constructor.SafeConstructor):
             raise _Located(mark.line + 1, _yaml_problem(exc)) from None
         except (ValueError, TypeError, ArithmeticError, LookupError) as exc:
             tag = node.tag.rsplit(":", 1)[-1]
-            raise _Located(node.start_mark.line + 1, f"cannot read this {tag} value: {exc}") from None
+            detail = str(exc)
+            # The reason, unless it quotes the value (which may be a token, not yet masked).
+            if isinstance(node.value, str) and node.value and node.value[:40] in detail:
+                detail = type(exc).__name__
+            raise _Located(node.start_mark.line + 1, f"cannot read this {tag} value: {detail}") from None
 
 
 def _yaml_problem(exc: yaml.MarkedYAMLError) -> str:
