@@ -802,11 +802,12 @@ def _load(text: str, name: str) -> Config:
     def errors() -> list[str]:
         return [text for _, text in sorted(found, key=lambda pair: pair[0])]
 
-    for key in _non_string_keys(data, ()):
+    bad_keys = _non_string_keys(data, ())
+    for key in bad_keys:
         err(key, "keys must be strings")
-    _check_envs(data, err)
-    if found:
+    if bad_keys:
         raise ConfigError(errors())
+    _check_envs(data, err)
     try:
         config = Config.model_validate(data)
     except ValidationError as exc:
