@@ -808,6 +808,12 @@ def _load(text: str, name: str) -> Config:
     if bad_keys:
         raise ConfigError(errors())
     _check_envs(data, err)
+    if "docker_hosts" not in data and os.environ.get("DOCKER_HOST"):
+        try:
+            check_docker_url(os.environ["DOCKER_HOST"])
+        except ValueError as exc:
+            err(("docker_hosts",), f"not given, and the default from DOCKER_HOST is wrong: {exc}")
+            raise ConfigError(errors()) from None
     try:
         config = Config.model_validate(data)
     except ValidationError as exc:

@@ -291,3 +291,9 @@ def test_env_files_and_the_admin_token_are_read_and_masked(tmp_path: Path) -> No
 def test_secret_files_errors(extra: str, expected: str) -> None:
     errors = errors_of(BASE + extra)
     assert any(expected in e for e in errors), errors
+
+
+def test_a_wrong_docker_host_default_names_docker_host(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DOCKER_HOST", "foo://x")
+    [error] = errors_of(BASE)
+    assert error.startswith("f.yaml:1: docker_hosts: not given, and the default from DOCKER_HOST is wrong")
