@@ -337,6 +337,7 @@ class ServiceHTTP:
                 method = request.method
                 response = await self._answer(request)
             await self._write(writer, response, head_only=method == "HEAD")
+            log.debug("http %s %s %d", method, getattr(request, "path", "-"), response.status.value)
         except (TimeoutError, OSError, asyncio.IncompleteReadError):
             pass
         except Exception:
