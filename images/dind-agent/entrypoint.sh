@@ -57,6 +57,13 @@ START_TIMEOUT="${DIND_START_TIMEOUT:-60}"
 CONTAINER_STOP_TIMEOUT="${DIND_CONTAINER_STOP_TIMEOUT:-3}"
 DOCKERD_STOP_TIMEOUT="${DIND_DOCKERD_STOP_TIMEOUT:-3}"
 CHILD_STOP_TIMEOUT="${DIND_CHILD_STOP_TIMEOUT:-2}"
+# Whole numbers only: they reach $(( )), where bash would evaluate anything else as code.
+for _n in START_TIMEOUT CONTAINER_STOP_TIMEOUT DOCKERD_STOP_TIMEOUT CHILD_STOP_TIMEOUT; do
+    case "${!_n}" in
+        '' | *[!0-9]* | ?????*) die "DIND_$_n must be a whole number of seconds below 10000, got '${!_n}'" ;;
+    esac
+done
+unset _n
 TLS_CERTDIR="${DOCKER_TLS_CERTDIR:-/certs}"
 AGENT_JAR="${AGENT_JAR:-/usr/local/lib/agentpool/agent.jar}"
 

@@ -80,6 +80,7 @@ def test_no_output_holds_the_token_or_an_agent_secret(
 
     # The agent gets its secret as a file (not an environment variable) and still connects.
     wait_for("the agent to connect", online, 90, step=2)
+    cli("once-kv", "once", "--config", config)
     cli("status", "status", "--config", config)
     cli("doctor", "doctor", "--config", config, timeout=180)
 

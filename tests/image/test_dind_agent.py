@@ -242,3 +242,10 @@ def test_a_tls_san_that_would_inject_is_refused(agents: Agents, san: str) -> Non
     proc = agents.run_to_end("san", env={"PORT": "2376", "DOCKER_TLS_SAN": san})
     assert proc.returncode == 1
     assert "DOCKER_TLS_SAN:" in proc.stderr and "is not a host name" in proc.stderr
+
+
+def test_a_timeout_that_is_not_a_number_is_refused_not_evaluated(agents: Agents) -> None:
+    proc = agents.run_to_end("num", env={"DIND_START_TIMEOUT": "a[$(echo evaluated >&2)]"})
+    assert proc.returncode == 1
+    assert "DIND_START_TIMEOUT must be a whole number of seconds" in proc.stderr
+    assert "evaluated\n" not in proc.stderr
