@@ -2,7 +2,7 @@
 
 Prometheus scrapes ``/metrics``; a load balancer or systemd-independent monitor polls
 ``/healthz``; ``agentpool status`` reads ``/status`` and ``agentpool drain``/``resume`` post to
-a running daemon instead of acting behind its back. The server is the standard library's
+a running daemon (``?pool=P``, ``?host=H`` or neither: every pool) instead of acting behind its back. The server is the standard library's
 ``ThreadingHTTPServer`` in a daemon thread: prometheus_client's own ``start_http_server``
 serves only metrics, and five small routes do not justify a web framework. It binds to
 127.0.0.1 unless ``metrics.listen`` names another address: drain and resume change what the
@@ -129,12 +129,20 @@ class _Handler(BaseHTTPRequestHandler):
         if self.headers.get("Origin"):
             self._json(HTTPStatus.FORBIDDEN, {"error": "cross-origin requests are refused"})
             return
-        pools = parse_qs(url.query).get("pool", [])
-        if len(pools) > 1:
-            self._json(HTTPStatus.BAD_REQUEST, {"error": "give at most one pool"})
+        query = parse_qs(url.query)
+        pools, hosts = query.get("pool", []), query.get("host", [])
+        if len(pools) > 1 or len(hosts) > 1 or (pools and hosts):
+            self._json(HTTPStatus.BAD_REQUEST, {"error": "give at most one pool or one host"})
             return
+        if hosts:
+            host_actions = {"/drain": service.drain_host, "/resume": service.resume_host}
+            action = host_actions[url.path]
+            if action is None:
+                self._json(HTTPStatus.NOT_FOUND, {"error": "this daemon cannot drain hosts"})
+                return
+            actions = {url.path: action}
         try:
-            result = actions[url.path](pools[0] if pools else None)
+            result = actions[url.path](hosts[0] if hosts else (pools[0] if pools else None))
         except LookupError as exc:
             self._json(HTTPStatus.NOT_FOUND, {"error": str(exc.args[0] if exc.args else exc)})
             return
@@ -172,6 +180,8 @@ class ServiceHTTP:
         status: StatusFn,
         drain: PoolActionFn,
         resume: PoolActionFn,
+        drain_host: PoolActionFn | None = None,
+        resume_host: PoolActionFn | None = None,
     ) -> None:
         self.host, self._requested_port = parse_listen(listen)
         self.listen = listen
@@ -180,6 +190,8 @@ class ServiceHTTP:
         self.status = status
         self.drain = drain
         self.resume = resume
+        self.drain_host = drain_host  # called with the host's name (never None)
+        self.resume_host = resume_host
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None
 

@@ -16,10 +16,11 @@ from typing import TYPE_CHECKING, assert_never
 
 from agentpool import planner
 from agentpool.errors import ErrorKind, System
+from agentpool.hoststatus import host_status
 from agentpool.model import Cordon, Memory, Provision, Reap, RemoveOrphan
 from agentpool.report import EngineControl, Hooks, Outcome, PassReport
 from agentpool.service.http import ServiceHTTP, health_verdict
-from agentpool.service.metrics import Metrics
+from agentpool.service.metrics import HostSnapshot, Metrics
 from agentpool.service.notify import Notifier
 
 if TYPE_CHECKING:
@@ -53,6 +54,8 @@ class ServiceLayer(Hooks):
                 status=engine.status,
                 drain=lambda pool: {"pools": engine.set_draining(pool, True)},
                 resume=lambda pool: {"pools": engine.set_draining(pool, False)},
+                drain_host=lambda host: {"hosts": engine.set_host_draining(str(host), True)},
+                resume_host=lambda host: {"hosts": engine.set_host_draining(str(host), False)},
             )
             self.http.start()
 
@@ -92,6 +95,7 @@ class ServiceLayer(Hooks):
             states[(agent.pool, planner.agent_state(agent, nodes.get(agent.name), draining).value)] += 1
         m.set_agents(states)
         m.set_waiting(report.plan.demand)
+        m.set_hosts(host_snapshots(config, memory, report, self.clock()))
         if report.ok:
             m.pass_succeeded(self.clock())
         if self._stopping:
@@ -125,6 +129,23 @@ class ServiceLayer(Hooks):
 
     def agent_online(self, pool: str, waited: float) -> None:
         self.metrics.observe_online(pool, waited)
+
+
+def host_snapshots(config: Config, memory: Memory, report: PassReport, now: float) -> dict[str, HostSnapshot]:
+    views = {v.name: v for v in report.observed.hosts}
+    out: dict[str, HostSnapshot] = {}
+    for name, status in host_status(config, memory, report, {}, now).items():
+        view = views.get(name)
+        images: dict[str, bool] = {}
+        host = config.host(name)
+        if view is not None and view.images is not None and host is not None:
+            for pool in config.pools:
+                if host.selected_by(pool.hosts):
+                    images[pool.image] = pool.image in view.images
+        out[name] = HostSnapshot(
+            status["agents"], status["room"], status["health"], len(status["cooling"]), images
+        )
+    return out
 
 
 def summary(states: Counter[tuple[str, str]], waiting: int, report: PassReport) -> str:
