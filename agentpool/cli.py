@@ -96,6 +96,13 @@ def _format_status(status: dict[str, Any]) -> str:
             )
     else:
         lines.append("no agents")
+    hosts = status.get("hosts") or {}
+    if hosts:
+        lines.append(f"{'DOCKER HOST':<16} {'HEALTH':<12} {'AGENTS':>6} {'ROOM':>5}  IMAGES / LAST ERROR")
+        for name, h in hosts.items():
+            images = ", ".join(f"{i}: {s['state']} {s['detail']}".strip() for i, s in h["images"].items())
+            extra = "; ".join(x for x in (images, h["last_error"] if h["health"] != "ok" else "") if x)
+            lines.append(f"{name:<16} {h['health']:<12} {h['agents']:>6} {h['room']:>5}  {extra}")
     demand = status.get("demand") or {}
     lines.append(
         "waiting: " + (", ".join(f"{label or '(no label)'}={n}" for label, n in demand.items()) or "none")

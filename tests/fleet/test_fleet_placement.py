@@ -419,19 +419,15 @@ def test_an_engine_stopped_mid_run_loses_its_nodes_and_leaves_nothing_when_it_re
         drive(engine, lambda: len(server.get_running_builds()) == 3, "3 running builds", 120, seen)
         assert sorted(seen.per_host().values()) == [1, 1, 1], seen.hosts
         lost = [a for a, h in seen.hosts.items() if h == third.name]
-        # an item waits: the pool is at max_agents
-        queue(server, ["waiting"], "echo served")
-        engine.run_pass()
         container.stop(timeout=10)
+        # an item waits: the pool is at max_agents while the lost agent still counts
+        queue(server, ["waiting"], "echo served")
         drive(
             engine, lambda: not set(lost) & set(nodes_of(server, instance)), "the lost node removed", 90, seen
         )
-        drive(
-            engine,
-            lambda: results(server, ["waiting"])["waiting"] == "SUCCESS",
-            "the waiting item",
-            120,
-            seen,
+        drive(engine, lambda: results(server, ["waiting"])["waiting"], "the waiting item", 120, seen)
+        assert results(server, ["waiting"])["waiting"] == "SUCCESS", server.get_build_console_output(
+            "waiting", 1
         )
         assert seen.hosts[built_on(server, "waiting")] != third.name
         assert engine.status()["hosts"][third.name]["health"] == "lost"
