@@ -99,7 +99,7 @@ metrics: {{listen: null}}
 {fleet.docker_hosts_yaml(max_agents=1)}
 pools:
   - {{name: noop, labels: [noop], image: "{NOOP_IMAGE}", security: capabilities,
-      cap_drop: [SYS_RESOURCE], max_agents: 3, idle_timeout: 0.5s, launch_timeout: 2m}}
+      cap_drop: [SYS_RESOURCE], max_agents: 3, idle_timeout: 2s, launch_timeout: 2m}}
 """,
                 "bench",
             )
@@ -114,17 +114,19 @@ pools:
                     for job in jobs:
                         server.build_job(job)
                     online: dict[str, float] = {}
+                    hosts: dict[str, str] = {}
                     while len(online) < 3:
                         engine.run_pass()
                         for node in server.get_nodes():
                             name = node["name"]
                             if name.startswith(instance) and not node["offline"] and name not in online:
                                 online[name] = time.monotonic() - queued
+                                agent = engine.memory.agents.get(name)
+                                hosts[name] = agent.host if agent else "?"
                         if time.monotonic() - queued > 180:
                             raise SystemExit("agents did not come online within 180 s")
                         if len(online) < 3:
                             time.sleep(0.5)
-                    hosts = {a.name: a.host for a in engine.memory.agents.values()}
                     for name, seconds in online.items():
                         samples.append(seconds)
                         per_host[hosts.get(name, "?")] = per_host.get(hosts.get(name, "?"), 0) + 1

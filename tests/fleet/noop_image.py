@@ -38,8 +38,8 @@ set -e
 exec /opt/jre/bin/java -jar /opt/agent.jar -url "$JENKINS_URL" -secret "$JENKINS_SECRET" \\
     -name "$JENKINS_AGENT_NAME" -webSocket -workDir "${JENKINS_AGENT_WORKDIR:-/home/jenkins/agent}"
 """
-JLINK = ("jlink", "--add-modules", "java.base,java.net.http", "--strip-debug", "--no-header-files")
-JLINK += ("--no-man-pages", "--compress=2")
+JLINK: tuple[str, ...] = ("jlink", "--add-modules", "java.base,java.net.http", "--strip-debug")
+JLINK += ("--no-header-files", "--no-man-pages", "--compress=2")
 APPLETS = ("sh", "ls", "cat", "echo", "sleep", "mkdir", "rm", "env", "true", "false", "test", "[")
 
 

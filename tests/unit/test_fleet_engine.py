@@ -193,7 +193,7 @@ def test_drain_and_resume_a_host_over_http() -> None:
     try:
         answer = requests.post(f"{base}/drain?host=a", timeout=5)
         assert answer.status_code == 200 and answer.json() == {"hosts": ["a"]}
-        assert engine.memory.hosts["a"].draining
+        assert engine.status()["hosts"]["a"]["draining"] is True
         engine.run_pass()
         assert [a.host for a in engine.memory.agents.values()] == ["b"]
         assert requests.post(f"{base}/drain?host=zz", timeout=5).json() == {
@@ -202,7 +202,7 @@ def test_drain_and_resume_a_host_over_http() -> None:
         both = requests.post(f"{base}/drain?host=a&pool=dind", timeout=5)
         assert both.status_code == 400
         assert requests.post(f"{base}/resume?host=a", timeout=5).status_code == 200
-        assert not engine.memory.hosts["a"].draining
+        assert engine.status()["hosts"]["a"]["draining"] is False
         text = requests.get(f"{base}/metrics", timeout=5).text
         assert 'agentpool_host_agents{host="b"} 1.0' in text
         assert 'agentpool_host_room{host="b"} 2.0' in text
