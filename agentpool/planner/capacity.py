@@ -101,14 +101,16 @@ class HostCapacity:
 
     def add(self, counts: OnHosts, pools: Mapping[str, PoolConfig]) -> HostCapacity:
         """Count agents (or orphaned containers) of (host, pool) against their hosts."""
-        used, cpus, memory = dict(self.used), dict(self.used_cpus), dict(self.used_memory)
+        used = dict(self.used)
+        cpus: Mapping[str, float] = self.used_cpus  # copied only when a pool has limits
+        memory: Mapping[str, int] = self.used_memory
         for (host, pool_name), n in counts.items():
             used[host] = used.get(host, 0) + n
             pool = pools.get(pool_name)
             if pool is not None and pool.cpus is not None:
-                cpus[host] = cpus.get(host, 0.0) + n * pool.cpus
+                cpus = {**cpus, host: cpus.get(host, 0.0) + n * pool.cpus}
             if pool is not None and pool.memory is not None:
-                memory[host] = memory.get(host, 0) + n * pool.memory
+                memory = {**memory, host: memory.get(host, 0) + n * pool.memory}
         return HostCapacity(
             self.hosts, self.reachable, self.draining, self.images, self.cooling, used, cpus, memory
         )
@@ -122,32 +124,42 @@ class HostCapacity:
             room = min(room, (host.memory - self.used_memory.get(host.name, 0)) // pool.memory)
         return room
 
-    def obstacle(self, host: DockerHostConfig, pool: PoolConfig, now: float) -> str | None:
-        """Why ``host`` takes no agent of ``pool`` now, None when it can."""
-        if host.name not in self.reachable:
+    def _barred(self, host: DockerHostConfig, pool: PoolConfig, now: float) -> str | None:
+        """Why ``host`` takes no agent of ``pool`` whatever its room, None when it may."""
+        name = host.name
+        if name not in self.reachable:
             return "unreachable"
-        if host.name in self.draining:
+        if name in self.draining:
             return "draining"
-        if not host.selected_by(pool.hosts):
+        if pool.hosts and not host.selected_by(pool.hosts):
             return "not in the pool's hosts"
-        present = self.images.get(host.name)
+        present = self.images.get(name)
         if present is not None and pool.image not in present:
             return "image missing"
-        until = self.cooling.get((host.name, pool.name), 0.0)
-        if until > now:
-            return f"cooling down {until - now:.0f}s"
-        if self.room(host, pool) <= 0:
-            return "full"
+        if self.cooling:
+            until = self.cooling.get((name, pool.name), 0.0)
+            if until > now:
+                return f"cooling down {until - now:.0f}s"
         return None
+
+    def obstacle(self, host: DockerHostConfig, pool: PoolConfig, now: float) -> str | None:
+        """Why ``host`` takes no agent of ``pool`` now, None when it can."""
+        barred = self._barred(host, pool, now)
+        if barred is None and self.room(host, pool) <= 0:
+            return "full"
+        return barred
 
     def choose(self, pool: PoolConfig, now: float) -> str | None:
         """The host that gets the next agent of ``pool``; None when none can take it."""
         best: str | None = None
         best_key = (0, 0)
         for host in self.hosts:
-            if self.obstacle(host, pool, now) is not None:
+            if self._barred(host, pool, now) is not None:
                 continue
-            key = (self.room(host, pool), -self.used.get(host.name, 0))
+            room = self.room(host, pool)
+            if room <= 0:
+                continue
+            key = (room, -self.used.get(host.name, 0))
             if best is None or key > best_key:
                 best, best_key = host.name, key
         return best
