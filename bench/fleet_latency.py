@@ -32,8 +32,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from agentpool.adapters.docker import DockerHost
 from agentpool.config import load_config_text
 from agentpool.daemon import Engine
-from agentpool.testing.jenkins import Controller
-from agentpool.testing.jobs import freestyle_xml
+from agentpool_testing.jenkins import Controller
+from agentpool_testing.jenkins.stub import BUILT_JAR
+from agentpool_testing.jobs import freestyle_xml
 from tests.fleet import conftest as fleet_setup
 from tests.fleet.certs import CertificateAuthority
 from tests.fleet.noop_image import NOOP_IMAGE, build_noop_image
@@ -75,7 +76,7 @@ def main() -> None:
     client = docker.from_env()
     suffix = secrets.token_hex(3)
     root = Path(tempfile.mkdtemp(prefix=f"agentpool-bench-fleet-{suffix}-"))
-    jar = REPO / "build" / "agent.jar"
+    jar = BUILT_JAR
     if not jar.exists():
         subprocess.run([str(REPO / "scripts/build-agent-jar")], check=True, capture_output=True)
     samples: list[float] = []

@@ -30,15 +30,16 @@ import pytest
 from agentpool.config import load_config
 from agentpool.engine import Engine
 from agentpool.model import LABEL_INSTANCE, Provision
-from agentpool.testing.jenkins import Controller
-from agentpool.testing.jobs import freestyle_xml
+from agentpool_testing.jenkins import Controller
+from agentpool_testing.jenkins.stub import BUILT_JAR
+from agentpool_testing.jobs import freestyle_xml
 from tests.fleet.conftest import Fleet, FleetEngine
 from tests.fleet.noop_image import NOOP_IMAGE, build_noop_image
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow, pytest.mark.timeout(420)]
 
 REPO = Path(__file__).resolve().parents[2]
-JAR = REPO / "build" / "agent.jar"
+JAR = BUILT_JAR
 
 
 def free_port() -> int:
