@@ -118,7 +118,7 @@ class _Snapshots(Collector):
         family = GaugeMetricFamily(
             "agentpool_unserved_items",
             "Waiting items not served this pass, by the pool that would serve them and why "
-            "(cap, backoff, draining, hosts-full, no-host, no-pool, label-unknown)",
+            "(cap, backoff, draining, hosts-full, no-host, no-image, no-pool, label-unknown)",
             labels=["pool", "reason"],
         )
         for (pool, reason), count in sorted(unserved.items()):
