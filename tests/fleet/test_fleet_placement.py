@@ -377,7 +377,7 @@ def test_drain_host_empties_one_engine_while_builds_run_elsewhere(
             text=True,
             timeout=30,
         )
-        hosts = json.loads(status.stdout)["hosts"]
+        hosts = {h["name"]: h for h in json.loads(status.stdout)["hosts"]}
         assert hosts["fleet-1"]["draining"] is True and hosts["fleet-1"]["health"] == "draining"
         assert hosts["fleet-2"]["health"] == "ok"
         resumed = subprocess.run(
