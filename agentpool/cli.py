@@ -48,7 +48,9 @@ def _daemon(config: Config) -> DaemonClient | None:
     return DaemonClient(config.metrics.listen, admin_token=token.get_secret_value() if token else None)
 
 
-def _ask_daemon(config: Config, call: str, pool: str | None = None) -> dict[str, Any] | None:
+def _ask_daemon(
+    config: Config, call: str, pool: str | None = None, host: str | None = None
+) -> dict[str, Any] | None:
     """The running daemon's answer to ``call``, or None when no daemon listens on metrics.listen."""
     client = _daemon(config)
     if client is None:
@@ -56,7 +58,7 @@ def _ask_daemon(config: Config, call: str, pool: str | None = None) -> dict[str,
     try:
         if call == "status":
             return client.status()
-        return dict(getattr(client, call)(pool))
+        return dict(getattr(client, call)(pool, host) if host is not None else getattr(client, call)(pool))
     except DaemonUnavailable:
         return None
     except DaemonError as exc:
@@ -143,8 +145,49 @@ def cmd_doctor(args: argparse.Namespace) -> int:
     return exit_code(checks)
 
 
+def _drain_host(config: Config, host: str, draining: bool) -> int:
+    answer = _ask_daemon(config, "drain" if draining else "resume", None, host)
+    if not draining:
+        if answer is None:
+            print("no daemon running: nothing to resume (draining lives in the daemon)")
+        else:
+            print(f"resumed docker host {host}")
+        return EXIT_OK
+    if answer is not None:
+        print(f"draining docker host {host} (running daemon); waiting for its agents to go")
+        while True:
+            status = _ask_daemon(config, "status")
+            left = [a for a in (status or {}).get("agents", []) if a["host"] == host]
+            if status is None or not left:
+                break
+            time.sleep(max(1.0, config.poll_interval))
+        print("drained")
+        return EXIT_OK
+    engine = _engine(config)
+    try:
+        engine.set_host_draining(host, True)
+        print(f"draining docker host {host} (no daemon running: acting myself)")
+        while True:
+            engine.run_pass()
+            if engine.agents_on(host) == 0:
+                break
+            time.sleep(config.poll_interval)
+    finally:
+        engine.close()
+    print("drained")
+    return EXIT_OK
+
+
 def _drain(args: argparse.Namespace, draining: bool) -> int:
     config = _load(args.config)
+    if args.host is not None:
+        if args.pool is not None:
+            print("give --pool or --host, not both", file=sys.stderr)
+            return EXIT_USAGE
+        if config.host(args.host) is None:
+            print(f"no docker host named {args.host!r} in {args.config}", file=sys.stderr)
+            return EXIT_USAGE
+        return _drain_host(config, args.host, draining)
     pool = args.pool
     if pool is not None and pool not in {p.name for p in config.pools}:
         say(f"no pool named {pool!r} in {args.config}", err=True)
@@ -218,10 +261,17 @@ def build_parser() -> argparse.ArgumentParser:
         help="redraw every SECONDS (2) until Ctrl-C",
     )
     command("doctor", cmd_doctor, "preflight checks, each with its fix")
-    command(
-        "drain", cmd_drain, "stop provisioning for a pool and reap its agents as they go idle"
-    ).add_argument("--pool")
-    command("resume", cmd_resume, "undo drain").add_argument("--pool")
+    for name, func, text in (
+        (
+            "drain",
+            cmd_drain,
+            "stop provisioning for a pool (or a docker host) and reap its agents as they go idle",
+        ),
+        ("resume", cmd_resume, "undo drain"),
+    ):
+        p = command(name, func, text)
+        p.add_argument("--pool")
+        p.add_argument("--host", help="a docker host's name: drain that host instead of a pool")
     return parser
 
 

@@ -398,11 +398,26 @@ class DockerHostConfig(_Model):
     max_agents: Count = 20
     tls: Annotated[DockerTLSConfig | None, BeforeValidator(_tls_shorthand)] = None
     cert_path: str | None = None  # a directory with ca.pem, cert.pem, key.pem (DOCKER_CERT_PATH)
+    # budgets for the agents of pools that set cpus/memory (agents of pools that do not count 0)
+    cpus: float | None = Field(default=None, gt=0)
+    memory: Bytes | None = None
+    tags: list[str] = Field(default_factory=list)  # matched by a pool's `hosts:`
 
     @field_validator("name")
     @classmethod
     def _name(cls, value: str) -> str:
         return _check_name(value, "docker host name")
+
+    @field_validator("tags")
+    @classmethod
+    def _tags(cls, value: list[str]) -> list[str]:
+        for tag in value:
+            _check_name(tag, "host tag")
+        return value
+
+    def selected_by(self, selector: Sequence[str]) -> bool:
+        """Whether a pool's ``hosts:`` (host names or tags; empty: every host) picks this host."""
+        return not selector or self.name in selector or any(t in selector for t in self.tags)
 
     @field_validator("url")
     @classmethod
@@ -446,6 +461,7 @@ class PoolConfig(_Model):
     # NAME: file whose content (without its final newline) becomes the value of NAME: a secret
     # need not be written in the config. Read at load time; merged into `env`.
     env_files: dict[str, str] = Field(default_factory=dict)
+    hosts: list[str] = Field(default_factory=list)  # docker host names or tags; empty: any host
 
     @field_validator("name")
     @classmethod
@@ -559,6 +575,10 @@ class Config(_Model):
     docker_hosts: list[DockerHostConfig] = Field(default_factory=_default_hosts, min_length=1, max_length=100)
     pools: list[PoolConfig] = Field(min_length=1, max_length=200)
     metrics: MetricsConfig = Field(default_factory=MetricsConfig)
+    # A docker host unreachable this long is lost: its agents' disconnected nodes are deleted.
+    host_lost_after: Duration = 120.0
+    # Bring a pool's image to a host that lacks it (pull, else copy from a host, else image_archive).
+    image_transfer: bool = True
 
     @field_validator("instance")
     @classmethod
@@ -945,6 +965,19 @@ def _cross_check(config: Config, err: Callable[[Loc, str], None]) -> None:
         if host.name in hosts:
             err(("docker_hosts", i, "name"), f"duplicate docker host name {host.name!r}")
         hosts.setdefault(host.name, i)
+    for i, pool in enumerate(config.pools):
+        for j, wanted in enumerate(pool.hosts):
+            if not any(h.selected_by([wanted]) for h in config.docker_hosts):
+                err(("pools", i, "hosts", j), f"no docker host is named or tagged {wanted!r}")
+        picked = [h for h in config.docker_hosts if h.selected_by(pool.hosts)]
+        for key in ("cpus", "memory"):
+            need = getattr(pool, key)
+            budgets = [getattr(h, key) for h in picked]
+            if need is not None and picked and all(b is not None and b < need for b in budgets):
+                err(
+                    ("pools", i, key),
+                    f"{key} ({need}) exceeds the {key} budget of every docker host the pool may use",
+                )
     if config.metrics.admin_token is not None:
         err(("metrics", "admin_token"), "unknown key (give admin_token_file)")
 

@@ -368,10 +368,13 @@ def check_docker_host(config: Config, host: DockerHostConfig, backend: Backend |
 
 
 def _check_images(backend: Backend, config: Config, prefix: str) -> tuple[list[PoolConfig], list[Check]]:
-    """The pools whose image the host has (agentpool never pulls), and a check per pool."""
+    """The pools whose image the host has, and a check per pool (a pool it does not take: none)."""
     present: list[PoolConfig] = []
     checks: list[Check] = []
+    host = config.host(backend.name)
     for pool in config.pools:
+        if host is not None and not host.selected_by(pool.hosts):
+            continue
         name = f"{prefix} image {pool.image}"
         try:
             found = backend.image_present(pool.image)
@@ -380,12 +383,19 @@ def _check_images(backend: Backend, config: Config, prefix: str) -> tuple[list[P
                 raise
             checks.append(Check(name, False, f"pool {pool.name}: {_short(exc.message)}", "check the engine"))
             continue
+        others = [h for h in config.docker_hosts if h.name != backend.name and h.selected_by(pool.hosts)]
+        if not found and config.image_transfer and (others or pool.image_archive):
+            detail = f"pool {pool.name}: image not present on {backend.name} yet; agentpool brings it there "
+            detail += "before placing agents (pull, else copy from a host that has it, else image_archive)"
+            checks.append(Check(name, True, detail))
+            continue
         if not found:
             checks.append(
                 Check(
                     name,
                     False,
-                    f"pool {pool.name}: image not present on {backend.name} (agentpool never pulls)",
+                    f"pool {pool.name}: image not present on {backend.name}"
+                    + ("" if config.image_transfer else " (image_transfer is off)"),
                     f"build or load {pool.image} on {backend.name} (images/build, or docker save | docker load)",
                 )
             )

@@ -24,6 +24,8 @@ from agentpool.backend import Backend, JenkinsPort
 from agentpool.config import Config, DockerHostConfig
 from agentpool.errors import ErrorKind, ExternalError, System
 from agentpool.executor import Executor
+from agentpool.hostimages import ImageKeeper
+from agentpool.hoststatus import host_status
 from agentpool.logs import register_secret
 from agentpool.model import (
     AgentMemory,
@@ -77,6 +79,7 @@ class Engine:
         monotonic: Clock = time.monotonic,
         backend: BackendFactory = docker_backend,
         jenkins: JenkinsFactory = jenkins_adapter,
+        images: ImageKeeper | None = None,
     ) -> None:
         self.hooks = hooks or Hooks()
         self.clock = clock
@@ -87,14 +90,18 @@ class Engine:
         self.last_report: PassReport | None = None
         self.last_success: float | None = None
         self.lock = threading.Lock()
+        self.images = images or ImageKeeper()
         self._configure(config, {})
 
-    def _configure(self, config: Config, agent_secrets: dict[str, str]) -> None:
+    def _configure(
+        self, config: Config, agent_secrets: dict[str, str], retired: dict[str, Backend] | None = None
+    ) -> None:
         self.config = config
         token = config.jenkins.token
         register_secret(token.get_secret_value() if token is not None else "")
         self.jenkins = self._jenkins_factory(config)
-        self.hosts = {h.name: self._backend_factory(h) for h in config.docker_hosts}
+        # hosts gone from the config stay reachable while agents run there: they are drained
+        self.hosts = {**(retired or {}), **{h.name: self._backend_factory(h) for h in config.docker_hosts}}
         self.executor = Executor(config, self.jenkins, self.hosts)
         self.executor.agent_secrets = agent_secrets
 
@@ -103,9 +110,18 @@ class Engine:
             if config == self.config:
                 return
             old_hosts = self.hosts
-            self._configure(config, self.executor.agent_secrets)
-            for host in old_hosts.values():
-                host.close()
+            used = {a.host for a in self.memory.agents.values()}
+            retired = {n: b for n, b in old_hosts.items() if config.host(n) is None and n in used}
+            self._configure(config, self.executor.agent_secrets, retired)
+            for name, host in old_hosts.items():
+                if name not in retired:
+                    host.close()
+
+    def _drop_retired(self) -> None:
+        """Close hosts gone from the config once none of our agents is left there."""
+        used = {a.host for a in self.memory.agents.values()}
+        for name in [n for n in self.hosts if self.config.host(n) is None and n not in used]:
+            self.hosts.pop(name).close()
 
     def close(self) -> None:
         for host in self.hosts.values():
@@ -130,6 +146,7 @@ class Engine:
             if not view.reachable:
                 self.hooks.api_error(System.DOCKER, ErrorKind.UNREACHABLE)
             views.append(view)
+        views = self.images.annotate(self.config, self.hosts, views)
         return Observed(queue=queue, nodes=nodes, hosts=tuple(views), jenkins_error=error)
 
     def run_pass(self, *, execute: bool = True) -> PassReport:
@@ -153,6 +170,7 @@ class Engine:
             if report.ok:
                 self.last_success = self.clock()
             self.last_report = report
+            self._drop_retired()
             self.hooks.pass_done(report, self.memory, self.config)
             return report
 
@@ -201,9 +219,12 @@ class Engine:
             self.memory = planner.record_provisioned(self.memory, action, now, volume=outcome.volume)
             decision("provisioned", **where, reason=action.reason.value, detail=action.detail)
             return
-        self.memory = planner.record_launch_failure(self.memory, action.pool, now)
+        on_host = action.host if outcome.error_system is System.DOCKER else None
+        self.memory = planner.record_launch_failure(
+            self.memory, action.pool, now, host=on_host, error=outcome.error, planned_at=action.planned_at
+        )
         decision("launch failed", logging.WARNING, **where, error=outcome.error, **_tail(outcome))
-        self._log_backoff(action.pool, now)
+        self._log_backoff(action.pool, now, on_host)
         self.executor.forget_agent(action.agent)
 
     def _reaped(self, action: Reap, outcome: Outcome, now: float) -> None:
@@ -217,8 +238,15 @@ class Engine:
         self.memory = planner.record_reaped(self.memory, action.agent)
         decision("reaped", **where, detail=action.detail, **_tail(outcome))
         if action.count_launch_failure:
-            self.memory = planner.record_launch_failure(self.memory, action.pool, now)
-            self._log_backoff(action.pool, now)
+            self.memory = planner.record_launch_failure(
+                self.memory,
+                action.pool,
+                now,
+                host=action.host,
+                error=action.detail,
+                planned_at=action.planned_at,
+            )
+            self._log_backoff(action.pool, now, action.host)
         self.executor.forget_agent(action.agent)
 
     def _orphan_removed(self, action: RemoveOrphan, outcome: Outcome) -> None:
@@ -231,7 +259,17 @@ class Engine:
         else:
             decision("removal failed", logging.WARNING, **where, error=outcome.error)
 
-    def _log_backoff(self, pool: str, now: float) -> None:
+    def _log_backoff(self, pool: str, now: float, host: str | None = None) -> None:
+        pool_config = self.config.pool(pool)
+        if host is not None:
+            if pool_config is not None:
+                self.images.launch_failed(host, pool_config.image)
+            cooldown = self.memory.cooldowns[(host, pool)]
+            seconds = round(cooldown.until - now)
+            decision(
+                "cooldown", logging.WARNING, host=host, pool=pool, seconds=seconds, failures=cooldown.failures
+            )
+            return
         state = self.memory.pools[pool]
         decision(
             "backoff",
@@ -272,11 +310,14 @@ class Engine:
                 }
                 for name, mem in self.memory.pools.items()
             },
+            "hosts": host_status(self.config, self.memory, report, self.images.states(), now),
         }
 
     def _agent_status(self, agent: AgentMemory, node: Node | None, now: float) -> dict[str, Any]:
         pool_memory = self.memory.pools.get(agent.pool)
-        state = planner.agent_state(agent, node, bool(pool_memory and pool_memory.draining))
+        host_memory = self.memory.hosts.get(agent.host)
+        draining = bool(pool_memory and pool_memory.draining) or bool(host_memory and host_memory.draining)
+        state = planner.agent_state(agent, node, draining)
         return {
             "name": agent.name,
             "pool": agent.pool,
@@ -294,6 +335,16 @@ class Engine:
             for name in names:
                 self.memory = planner.set_draining(self.memory, name, draining)
         return names
+
+    def set_host_draining(self, host: str, draining: bool) -> list[str]:
+        if self.config.host(host) is None:
+            raise LookupError(f"no docker host named {host!r}")
+        with self.lock:
+            self.memory = planner.set_host_draining(self.memory, host, draining)
+        return [host]
+
+    def agents_on(self, host: str) -> int:
+        return sum(1 for a in self.memory.agents.values() if a.host == host)
 
     def agents_of(self, pools: list[str]) -> int:
         return sum(1 for a in self.memory.agents.values() if a.pool in pools)

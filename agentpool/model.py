@@ -122,6 +122,8 @@ class HostView:
     containers: tuple[AgentResource, ...] = ()  # the agents' resources (containers)
     volumes: tuple[Volume, ...] = ()
     error: str = ""
+    # the pools' images known to be present there; None: not checked (every image counts as there)
+    images: frozenset[str] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -164,6 +166,27 @@ class PoolMemory:
     consecutive_failures: int = 0
     backoff_until: float = 0.0
     draining: bool = False
+    counted_pass: float | None = None  # the pass whose failure was counted last (one per pass)
+
+
+@dataclass(slots=True)
+class HostMemory:
+    """One backend host's health and maintenance state (see :mod:`agentpool.planner.hosts`)."""
+
+    unreachable_since: float | None = None  # first pass of the current outage
+    last_error: str = ""
+    last_error_at: float | None = None
+    draining: bool = False  # `drain --host`: no new agents, idle ones reaped
+
+
+@dataclass(slots=True)
+class Cooldown:
+    """Launch failures of one pool on one host: while ``until > now`` that host gets none of its agents."""
+
+    failures: int = 0
+    until: float = 0.0
+    counted_pass: float | None = None  # the pass whose failure was counted last (one per pass)
+    error: str = ""
 
 
 @dataclass(slots=True)
@@ -172,6 +195,9 @@ class Memory:
 
     agents: dict[str, AgentMemory] = field(default_factory=dict)
     pools: dict[str, PoolMemory] = field(default_factory=dict)
+    hosts: dict[str, HostMemory] = field(default_factory=dict)
+    # (host, pool) -> launch failures of that pool on that host
+    cooldowns: dict[tuple[str, str], Cooldown] = field(default_factory=dict)
     # resource key ("node:NAME", "container:HOST/ID", "volume:HOST/NAME") -> first pass seen orphaned
     orphan_seen: dict[str, float] = field(default_factory=dict)
     # queue item id -> epoch seconds first seen waiting (for the queued → online histogram)
@@ -197,6 +223,7 @@ class Reason(StrEnum):
     BUSY_AGAIN = "busy-again"
     EXCESS_FREE_VOLUME = "excess-free-volume"
     INTERRUPTED_LAUNCH = "interrupted-launch"
+    HOST_LOST = "host-lost"  # its docker host is unreachable past host_lost_after
 
 
 @dataclass(frozen=True, slots=True)
@@ -210,6 +237,7 @@ class Provision:
     detail: str
     lease_volume: str | None = None  # reuse pools: a free volume to take instead of a new one
     needed_since: float | None = None  # inQueueSince of the oldest item it is started for
+    planned_at: float | None = None  # the pass that decided it: one failure counted per pass
 
 
 @dataclass(frozen=True, slots=True)
@@ -231,6 +259,7 @@ class Reap:
     # The volume the agent was started on (a leased one is not named after the agent); the
     # executor uses it when the container, which would tell, is gone.
     volume: str = ""
+    planned_at: float | None = None  # the pass that decided it: one failure counted per pass
 
 
 @dataclass(frozen=True, slots=True)
@@ -290,6 +319,7 @@ class UnservedReason(StrEnum):
     DRAINING = "draining"
     LABEL_UNKNOWN = "label unknown"
     NO_HOST = "no docker host reachable"
+    NO_IMAGE = "image missing"  # on every docker host that could take the agent
 
 
 @dataclass(frozen=True, slots=True)

@@ -197,8 +197,24 @@ def render(status: dict[str, Any], colour: bool = False) -> str:
             engine = ("reachable", "ok")
         else:
             engine = (f"unreachable: {h.get('error', '')}", "bad")
-        host_rows.append([(h["name"], ""), (h["url"], ""), (f"{h['agents']}/{h['max_agents']}", ""), engine])
-    t.table(["HOST", "URL", "#AGENTS/CAP", "ENGINE"], host_rows, "no hosts")
+        health = str(h.get("health") or "-")
+        paint = "ok" if health == "ok" else ("bad" if health in ("lost", "unreachable") else "warn")
+        images = ", ".join(
+            f"{state.get('state')}{' ' + state['detail'] if state.get('detail') else ''}"
+            for state in (h.get("images") or {}).values()
+        )
+        cooling = ", ".join(f"{pool} {c['seconds_left']}s" for pool, c in (h.get("cooling") or {}).items())
+        host_rows.append(
+            [
+                (h["name"], ""),
+                (h["url"], ""),
+                (f"{h['agents']}/{h.get('max_agents', 0)}", ""),
+                (health + (f" ({cooling})" if cooling else ""), paint),
+                (images or "-", ""),
+                engine,
+            ]
+        )
+    t.table(["HOST", "URL", "#AGENTS/CAP", "HEALTH", "IMAGE", "ENGINE"], host_rows, "no hosts")
 
     t.title("Last decisions")
     decisions = status.get("decisions") or []

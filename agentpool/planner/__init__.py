@@ -28,6 +28,7 @@ from agentpool.planner.memory import (
     record_provisioned,
     record_reaped,
     set_draining,
+    set_host_draining,
 )
 from agentpool.planner.names import agent_name, agent_pattern
 from agentpool.planner.routing import UNKNOWN_LABEL, matching_pools
@@ -37,6 +38,7 @@ WHY_CAP = UnservedReason.CAP.value
 WHY_BACKOFF = UnservedReason.BACKOFF.value
 WHY_DRAINING = UnservedReason.DRAINING.value
 WHY_NO_HOST = UnservedReason.NO_HOST.value
+WHY_NO_IMAGE = UnservedReason.NO_IMAGE.value
 
 __all__ = [
     "BACKOFF_BASE",
@@ -47,6 +49,7 @@ __all__ = [
     "WHY_CAP",
     "WHY_DRAINING",
     "WHY_NO_HOST",
+    "WHY_NO_IMAGE",
     "WHY_NO_POOL",
     "WHY_UNKNOWN",
     "HostCapacity",
@@ -65,4 +68,5 @@ __all__ = [
     "record_provisioned",
     "record_reaped",
     "set_draining",
+    "set_host_draining",
 ]

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
-from agentpool.config import DockerHostConfig
+from agentpool.config import DockerHostConfig, PoolConfig
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,35 +49,117 @@ class PoolCapacity:
 NO_CAPACITY = PoolCapacity()
 
 
+# agents (and orphaned containers) per (host, pool)
+OnHosts = Mapping[tuple[str, str], int]
+
+
 @dataclass(frozen=True, slots=True)
 class HostCapacity:
-    """Agents per host against each reachable host's ``max_agents``."""
+    """The docker hosts as placement sees them: what each holds, and which may take a pool's agent.
 
-    limits: tuple[tuple[str, int], ...]  # reachable hosts in config order, with their max_agents
+    A host takes an agent of a pool when it is configured, reachable, not draining, picked by
+    the pool's ``hosts:``, has the pool's image, is not cooling down after that pool's launch
+    failures, and has room: ``max_agents`` and, when set on both host and pool, ``cpus`` and
+    ``memory``. The one with the most room (agents of that pool that still fit) gets it; ties
+    go to the host with fewer agents, then config order.
+    """
+
+    hosts: tuple[DockerHostConfig, ...]  # configured, in config order
+    reachable: frozenset[str]
+    draining: frozenset[str]
+    images: Mapping[str, frozenset[str] | None]  # None: not checked, every image counts as there
+    cooling: Mapping[tuple[str, str], float]  # (host, pool) -> cooldown end, only those still on
     used: Mapping[str, int]
-    any_reachable: bool
+    used_cpus: Mapping[str, float]
+    used_memory: Mapping[str, int]
+
+    @property
+    def any_reachable(self) -> bool:
+        return any(h.name in self.reachable for h in self.hosts)
 
     @classmethod
-    def of(cls, hosts: Iterable[DockerHostConfig], reachable: frozenset[str]) -> HostCapacity:
+    def of(
+        cls,
+        hosts: Iterable[DockerHostConfig],
+        reachable: frozenset[str],
+        *,
+        draining: frozenset[str] = frozenset(),
+        images: Mapping[str, frozenset[str] | None] | None = None,
+        cooling: Mapping[tuple[str, str], float] | None = None,
+    ) -> HostCapacity:
         hosts = tuple(hosts)
         return cls(
-            limits=tuple((h.name, h.max_agents) for h in hosts if h.name in reachable),
+            hosts=hosts,
+            reachable=reachable,
+            draining=draining,
+            images=images or {},
+            cooling=cooling or {},
             used={h.name: 0 for h in hosts},
-            any_reachable=any(h.name in reachable for h in hosts),
+            used_cpus={},
+            used_memory={},
         )
 
-    def add(self, counts: Mapping[str, int]) -> HostCapacity:
+    def add(self, counts: OnHosts, pools: Mapping[str, PoolConfig]) -> HostCapacity:
+        """Count agents (or orphaned containers) of (host, pool) against their hosts."""
         used = dict(self.used)
-        for host, n in counts.items():
+        cpus: Mapping[str, float] = self.used_cpus  # copied only when a pool has limits
+        memory: Mapping[str, int] = self.used_memory
+        for (host, pool_name), n in counts.items():
             used[host] = used.get(host, 0) + n
-        return HostCapacity(self.limits, used, self.any_reachable)
+            pool = pools.get(pool_name)
+            if pool is not None and pool.cpus is not None:
+                cpus = {**cpus, host: cpus.get(host, 0.0) + n * pool.cpus}
+            if pool is not None and pool.memory is not None:
+                memory = {**memory, host: memory.get(host, 0) + n * pool.memory}
+        return HostCapacity(
+            self.hosts, self.reachable, self.draining, self.images, self.cooling, used, cpus, memory
+        )
 
-    def free_host(self) -> str | None:
-        """The reachable host with the most room (ties: config order), None when all are full."""
+    def room(self, host: DockerHostConfig, pool: PoolConfig) -> int:
+        """How many more agents of ``pool`` fit on ``host`` (max_agents, cpus, memory budgets)."""
+        room = host.max_agents - self.used.get(host.name, 0)
+        if host.cpus is not None and pool.cpus is not None:
+            room = min(room, int((host.cpus - self.used_cpus.get(host.name, 0.0)) / pool.cpus + 1e-9))
+        if host.memory is not None and pool.memory is not None:
+            room = min(room, (host.memory - self.used_memory.get(host.name, 0)) // pool.memory)
+        return room
+
+    def _barred(self, host: DockerHostConfig, pool: PoolConfig, now: float) -> str | None:
+        """Why ``host`` takes no agent of ``pool`` whatever its room, None when it may."""
+        name = host.name
+        if name not in self.reachable:
+            return "unreachable"
+        if name in self.draining:
+            return "draining"
+        if pool.hosts and not host.selected_by(pool.hosts):
+            return "not in the pool's hosts"
+        present = self.images.get(name)
+        if present is not None and pool.image not in present:
+            return "image missing"
+        if self.cooling:
+            until = self.cooling.get((name, pool.name), 0.0)
+            if until > now:
+                return f"cooling down {until - now:.0f}s"
+        return None
+
+    def obstacle(self, host: DockerHostConfig, pool: PoolConfig, now: float) -> str | None:
+        """Why ``host`` takes no agent of ``pool`` now, None when it can."""
+        barred = self._barred(host, pool, now)
+        if barred is None and self.room(host, pool) <= 0:
+            return "full"
+        return barred
+
+    def choose(self, pool: PoolConfig, now: float) -> str | None:
+        """The host that gets the next agent of ``pool``; None when none can take it."""
         best: str | None = None
-        best_room = 0
-        for name, limit in self.limits:
-            room = limit - self.used.get(name, 0)
-            if room > best_room:
-                best, best_room = name, room
+        best_key = (0, 0)
+        for host in self.hosts:
+            if self._barred(host, pool, now) is not None:
+                continue
+            room = self.room(host, pool)
+            if room <= 0:
+                continue
+            key = (room, -self.used.get(host.name, 0))
+            if best is None or key > best_key:
+                best, best_key = host.name, key
         return best

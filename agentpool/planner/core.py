@@ -1,20 +1,21 @@
 """One pass of the planner: the phases in their order, each a function of explicit values.
 
-what is ours → adopt → assess every agent → idle reaps → orphans → serve waiting items →
-warm pool → excess volumes. Each phase returns values (actions, capacity, memory) that the
+what is ours → adopt → hosts' health and lost hosts → assess every agent → idle reaps →
+orphans → serve waiting items → warm pool → excess volumes. Each phase returns values (actions, capacity, memory) that the
 next one is given; the order matters only through what is passed along.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from agentpool.config import Config, PoolConfig
-from agentpool.model import Action, AgentMemory, Memory, Observed, Plan, PoolMemory, Unserved
+from agentpool.model import Action, AgentMemory, Memory, Observed, Plan, PoolMemory, Reap, Unserved
 from agentpool.planner.assess import AgentView, assess, idle_reaps
 from agentpool.planner.capacity import NO_CAPACITY, HostCapacity, PoolCapacity
 from agentpool.planner.demand import foreign_slots, probe, serve
+from agentpool.planner.hosts import cooling, draining_hosts, host_health, lost_agents
 from agentpool.planner.launch import Budget, Context
 from agentpool.planner.memory import copy_memory
 from agentpool.planner.orphans import excess_volumes, free_volumes, sweep_orphans
@@ -30,25 +31,30 @@ class Agents:
     actions: tuple[Action, ...]
     memory: dict[str, AgentMemory]  # every agent's new memory, in the old order
     capacity: dict[str, PoolCapacity]  # per pool of the config
-    on_hosts: dict[str, int]  # agents per host
+    on_hosts: dict[tuple[str, str], int]  # agents per (host, pool)
     gone: frozenset[str]  # reaped for good this pass
-    recovered: frozenset[str]  # pools whose launch failures are forgiven
+    recovered: frozenset[tuple[str, str]]  # (host, pool) whose launch failures are forgiven
 
 
 def assess_agents(
-    ours: Ours, pools: Mapping[str, PoolConfig], memory: Memory, wanted: frozenset[str], now: float
+    ours: Ours,
+    pools: Mapping[str, PoolConfig],
+    memory: Memory,
+    wanted: frozenset[str],
+    draining_hosts: frozenset[str],
+    now: float,
 ) -> Agents:
     actions: list[Action] = []
     agents = dict(memory.agents)
     capacity = dict.fromkeys(pools, NO_CAPACITY)
     idle: dict[str, list[AgentMemory]] = {name: [] for name in pools}
-    on_hosts: dict[str, int] = {}
+    on_hosts: dict[tuple[str, str], int] = {}
     gone: set[str] = set()
-    recovered: set[str] = set()
+    recovered: set[tuple[str, str]] = set()
     for name in sorted(memory.agents):
         am = memory.agents[name]
         pool, pool_mem = pools.get(am.pool), memory.pools.get(am.pool)
-        draining = pool is None or (pool_mem is not None and pool_mem.draining)
+        draining = pool is None or (pool_mem is not None and pool_mem.draining) or am.host in draining_hosts
         view = AgentView(
             am, pool, draining, ours.nodes.get(name), ours.containers.get(name), am.host in ours.reachable
         )
@@ -59,9 +65,9 @@ def assess_agents(
         if result.gone:
             gone.add(name)
         if result.on_host:
-            on_hosts[am.host] = on_hosts.get(am.host, 0) + 1
+            on_hosts[(am.host, am.pool)] = on_hosts.get((am.host, am.pool), 0) + 1
         if result.recovered and pool_mem is not None:
-            recovered.add(am.pool)
+            recovered.add((am.host, am.pool))
         if pool is not None:
             capacity[pool.name] = capacity[pool.name] + result.capacity
             if result.idle:
@@ -74,9 +80,20 @@ def assess_agents(
     return Agents(tuple(actions), agents, capacity, on_hosts, frozenset(gone), frozenset(recovered))
 
 
-def _forgive(pools: dict[str, PoolMemory], recovered: frozenset[str]) -> None:
-    for name in recovered:
-        pools[name] = PoolMemory(consecutive_failures=0, backoff_until=0.0, draining=pools[name].draining)
+def _forgive(mem: Memory, recovered: frozenset[tuple[str, str]]) -> None:
+    """An agent came online: its pool's failures and its (host, pool) cooldown are forgotten."""
+    for host, name in recovered:
+        mem.pools[name] = PoolMemory(
+            consecutive_failures=0, backoff_until=0.0, draining=mem.pools[name].draining
+        )
+        mem.cooldowns.pop((host, name), None)
+
+
+def _counted(actions: tuple[Action, ...], now: float) -> list[Action]:
+    """Reaps that count a launch failure carry their pass, so that one pass counts one per host and pool."""
+    return [
+        replace(a, planned_at=now) if isinstance(a, Reap) and a.count_launch_failure else a for a in actions
+    ]
 
 
 def _queue(observed: Observed, mem: Memory, now: float) -> Groups | None:
@@ -96,15 +113,28 @@ def _decide(observed: Observed, config: Config, mem: Memory, now: float) -> Plan
     routes = route(groups or {}, config.pools)
     wanted = frozenset(p.name for candidates in routes.values() for p in candidates)
     mem.agents.update(adopt(ours, pools, mem.agents, now))
-    agents = assess_agents(ours, pools, mem, wanted, now)
+    mem.hosts = host_health(observed.hosts, config, mem.hosts, now)
+    lost = lost_agents(mem.agents, ours.nodes, mem.hosts, config.host_lost_after, now)
+    for name in lost.forget:
+        del mem.agents[name]
+    draining = draining_hosts(config, mem.hosts)
+    agents = assess_agents(ours, pools, mem, wanted, draining, now)
     mem.agents = agents.memory
-    _forgive(mem.pools, agents.recovered)
+    _forgive(mem, agents.recovered)
     sweep = sweep_orphans(ours, pools, mem.agents, mem.orphan_seen, config.instance, now)
     mem.orphan_seen = sweep.orphan_seen
-    hosts = HostCapacity.of(config.docker_hosts, ours.reachable).add(agents.on_hosts).add(sweep.on_hosts)
+    images = {h.name: h.images for h in observed.hosts}
+    hosts = HostCapacity.of(
+        config.docker_hosts,
+        ours.reachable,
+        draining=draining,
+        images=images,
+        cooling=cooling(mem.cooldowns, now),
+    )
+    hosts = hosts.add(agents.on_hosts, pools).add(sweep.on_hosts, pools)
     budget = Budget(agents.capacity, hosts, free_volumes(ours.volumes, pools, mem.agents), taken)
     ctx = Context(config, pools, mem.pools, now)
-    actions: list[Action] = [*agents.actions, *sweep.actions]
+    actions: list[Action] = [*_counted(agents.actions, now), *lost.actions, *sweep.actions]
     unserved: list[Unserved] = []
     if groups is not None:
         served = serve(ctx, groups, routes, foreign_slots(ours.nodes, ours.our_nodes), budget)

@@ -64,11 +64,31 @@ def blocked(ctx: Context, pool: PoolConfig, budget: Budget) -> Blocked | None:
         return Blocked(
             UnservedReason.CAP, f"{UnservedReason.CAP} (pool {pool.name}: max_agents {pool.max_agents})"
         )
-    if budget.hosts.free_host() is None:
-        if not budget.hosts.any_reachable:
-            return Blocked(UnservedReason.NO_HOST, UnservedReason.NO_HOST.value)
-        return Blocked(UnservedReason.CAP, f"{UnservedReason.CAP} (every docker host at its max_agents)")
+    if budget.hosts.choose(pool, now) is None:
+        return no_host(budget.hosts, pool, now)
     return None
+
+
+def no_host(hosts: HostCapacity, pool: PoolConfig, now: float) -> Blocked:
+    """Why no docker host takes an agent of ``pool``: the most telling reason, every host's detail."""
+    seen = [(h.name, hosts.obstacle(h, pool, now)) for h in hosts.hosts if h.selected_by(pool.hosts)]
+    detail = ", ".join(f"{name}: {why}" for name, why in seen)
+    whys = [why or "" for _, why in seen]
+    if all(why == "unreachable" for why in whys):
+        reason = UnservedReason.NO_HOST
+        text = reason.value + (
+            f" (of the pool's hosts: {', '.join(n for n, _ in seen)})" if pool.hosts else ""
+        )
+        return Blocked(reason, text)
+    if any(why.startswith("cooling down") for why in whys):
+        reason = UnservedReason.BACKOFF
+        return Blocked(reason, f"{reason} (every docker host for pool {pool.name} is out: {detail})")
+    if "image missing" in whys:
+        reason = UnservedReason.NO_IMAGE
+        return Blocked(reason, f"{reason} ({pool.image}; {detail})")
+    if "full" in whys:
+        return Blocked(UnservedReason.CAP, f"{UnservedReason.CAP} (every docker host is full: {detail})")
+    return Blocked(UnservedReason.DRAINING, f"{UnservedReason.DRAINING} (docker hosts: {detail})")
 
 
 class _Taken:
@@ -88,7 +108,7 @@ def launch(
     needed_since: float | None = None,
 ) -> tuple[Provision, Budget]:
     """A new agent of ``pool`` on the host with the most room (the caller checked :func:`blocked`)."""
-    host = budget.hosts.free_host()
+    host = budget.hosts.choose(pool, ctx.now)
     assert host is not None
     name = agent_name(ctx.config.instance, pool.name, ctx.now, len(budget.new_agents), _Taken(budget))
     free_volumes = budget.free_volumes
@@ -98,9 +118,18 @@ def launch(
         if free:
             lease = free[0].name
             free_volumes = {**free_volumes, (pool.name, host): free[1:]}
-    action = Provision(pool.name, host, name, reason, detail, lease_volume=lease, needed_since=needed_since)
+    action = Provision(
+        pool.name,
+        host,
+        name,
+        reason,
+        detail,
+        lease_volume=lease,
+        needed_since=needed_since,
+        planned_at=ctx.now,
+    )
     capacity = budget.pools[pool.name] + PoolCapacity(1, 0, pool.executors)
     pools = dict(budget.pools)
     pools[pool.name] = capacity
-    hosts = budget.hosts.add({host: 1})
+    hosts = budget.hosts.add({(host, pool.name): 1}, ctx.pools)
     return action, Budget(pools, hosts, free_volumes, budget.taken, (*budget.new_agents, name))

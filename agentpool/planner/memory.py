@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import fields
 
-from agentpool.model import AgentMemory, Memory, PoolMemory, Provision, ResourceKind
+from agentpool.model import AgentMemory, Cooldown, HostMemory, Memory, PoolMemory, Provision, ResourceKind
 
 # A pool's launch failures back it off 10 s · 2^(n-1), at most 10 minutes.
 BACKOFF_BASE = 10.0
@@ -16,6 +16,8 @@ BACKOFF_MAX = 600.0
 
 _AGENT_FIELDS = tuple(f.name for f in fields(AgentMemory))
 _POOL_FIELDS = tuple(f.name for f in fields(PoolMemory))
+_HOST_FIELDS = tuple(f.name for f in fields(HostMemory))
+_COOLDOWN_FIELDS = tuple(f.name for f in fields(Cooldown))
 
 
 def copy_memory(memory: Memory) -> Memory:
@@ -27,6 +29,13 @@ def copy_memory(memory: Memory) -> Memory:
         },
         pools={
             name: PoolMemory(**{f: getattr(p, f) for f in _POOL_FIELDS}) for name, p in memory.pools.items()
+        },
+        hosts={
+            name: HostMemory(**{f: getattr(h, f) for f in _HOST_FIELDS}) for name, h in memory.hosts.items()
+        },
+        cooldowns={
+            key: Cooldown(**{f: getattr(c, f) for f in _COOLDOWN_FIELDS})
+            for key, c in memory.cooldowns.items()
         },
         orphan_seen=dict(memory.orphan_seen),
         item_first_seen=dict(memory.item_first_seen),
@@ -48,12 +57,38 @@ def record_provisioned(memory: Memory, action: Provision, now: float, volume: st
     return out
 
 
-def record_launch_failure(memory: Memory, pool: str, now: float) -> Memory:
-    """A launch failed (provision error, launch timeout, died before connecting): back off."""
+def record_launch_failure(
+    memory: Memory,
+    pool: str,
+    now: float,
+    *,
+    host: str | None = None,
+    error: str = "",
+    planned_at: float | None = None,
+) -> Memory:
+    """A launch failed (provision error, launch timeout, died before connecting).
+
+    On a ``host`` (the backend refused, or the agent never came up there): that host cools
+    down for the pool, which goes on elsewhere; without one (Jenkins refused the node) the
+    pool backs off. The actions of one pass (``planned_at``) count one failure per host and
+    pool, however many of them fail.
+    """
     out = copy_memory(memory)
     state = out.pools.setdefault(pool, PoolMemory())
-    state.consecutive_failures += 1
-    state.backoff_until = now + backoff_delay(state.consecutive_failures)
+    if planned_at is None or state.counted_pass != planned_at:
+        state.consecutive_failures += 1
+        state.counted_pass = planned_at
+        if host is None:
+            state.backoff_until = now + backoff_delay(state.consecutive_failures)
+    if host is not None:
+        cooldown = out.cooldowns.setdefault((host, pool), Cooldown())
+        cooldown.error = error
+        if planned_at is None or cooldown.counted_pass != planned_at:
+            cooldown.failures += 1
+            cooldown.counted_pass = planned_at
+            cooldown.until = now + backoff_delay(cooldown.failures)
+        host_state = out.hosts.setdefault(host, HostMemory())
+        host_state.last_error, host_state.last_error_at = error, now
     return out
 
 
@@ -70,6 +105,13 @@ def record_pool_success(memory: Memory, pool: str) -> Memory:
     state = out.pools.setdefault(pool, PoolMemory())
     state.consecutive_failures = 0
     state.backoff_until = 0.0
+    return out
+
+
+def set_host_draining(memory: Memory, host: str, draining: bool) -> Memory:
+    """Drain a docker host: no new agents there, its idle agents reaped as for a draining pool."""
+    out = copy_memory(memory)
+    out.hosts.setdefault(host, HostMemory()).draining = draining
     return out
 
 

@@ -24,7 +24,7 @@ from agentpool.planner.ownership import Ours
 class Sweep:
     actions: tuple[RemoveOrphan, ...]
     orphan_seen: dict[str, float]  # the memory of what looked orphaned, for the next pass
-    on_hosts: dict[str, int]  # orphaned containers per host (they still take room)
+    on_hosts: dict[tuple[str, str], int]  # orphaned containers per (host, pool): they take room
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,6 +32,7 @@ class _Candidate:
     kind: ResourceKind
     host: str
     name: str
+    pool: str
     age: float | None  # None: unknown, counted from when it was first seen orphaned
     grace: float
     detail: str
@@ -51,7 +52,9 @@ def _candidates(
             continue
         detail = f"container {c.name} has no node"
         found.append(
-            _Candidate(ResourceKind.CONTAINER, c.host, c.id, now - c.created, _grace(pools, c.pool), detail)
+            _Candidate(
+                ResourceKind.CONTAINER, c.host, c.id, c.pool, now - c.created, _grace(pools, c.pool), detail
+            )
         )
     if ours.all_hosts_reachable:
         pattern = agent_pattern(instance)
@@ -60,7 +63,7 @@ def _candidates(
                 continue
             m = pattern.match(name)
             grace = _grace(pools, m.group("pool") if m else "")
-            found.append(_Candidate(ResourceKind.NODE, "", name, None, grace, "node has no container"))
+            found.append(_Candidate(ResourceKind.NODE, "", name, "", None, grace, "node has no container"))
     held = {(a.host, a.volume) for a in agents.values() if a.volume}
     for v in ours.volumes:
         if (v.host, v.name) in held or (
@@ -72,7 +75,13 @@ def _candidates(
             continue  # a warm cache waiting for the pool's next agent
         found.append(
             _Candidate(
-                ResourceKind.VOLUME, v.host, v.name, now - v.created, ORPHAN_GRACE, "volume has no agent"
+                ResourceKind.VOLUME,
+                v.host,
+                v.name,
+                v.pool,
+                now - v.created,
+                ORPHAN_GRACE,
+                "volume has no agent",
             )
         )
     return found
@@ -88,10 +97,10 @@ def sweep_orphans(
 ) -> Sweep:
     actions: list[RemoveOrphan] = []
     seen: dict[str, float] = {}
-    on_hosts: dict[str, int] = {}
+    on_hosts: dict[tuple[str, str], int] = {}
     for c in _candidates(ours, pools, agents, instance, now):
         if c.kind is ResourceKind.CONTAINER:
-            on_hosts[c.host] = on_hosts.get(c.host, 0) + 1
+            on_hosts[(c.host, c.pool)] = on_hosts.get((c.host, c.pool), 0) + 1
         key = orphan_key(c.kind, c.host, c.name)
         first = orphan_seen.get(key)
         seen[key] = first if first is not None else now

@@ -37,18 +37,20 @@ class DaemonClient:
     def status(self) -> dict[str, Any]:
         return self._json("GET", "/status")
 
-    def drain(self, pool: str | None = None) -> dict[str, Any]:
-        return self._json("POST", "/drain", pool)
+    def drain(self, pool: str | None = None, host: str | None = None) -> dict[str, Any]:
+        return self._json("POST", "/drain", pool, host)
 
-    def resume(self, pool: str | None = None) -> dict[str, Any]:
-        return self._json("POST", "/resume", pool)
+    def resume(self, pool: str | None = None, host: str | None = None) -> dict[str, Any]:
+        return self._json("POST", "/resume", pool, host)
 
     def health(self) -> tuple[bool, str]:
         answer = self._request("GET", "/healthz")
         return answer.status_code == 200, answer.text.strip()
 
-    def _request(self, method: str, path: str, pool: str | None = None) -> requests.Response:
-        params = {"pool": pool} if pool is not None else None
+    def _request(
+        self, method: str, path: str, pool: str | None = None, host: str | None = None
+    ) -> requests.Response:
+        params = {"pool": pool} if pool is not None else ({"host": host} if host is not None else None)
         headers = (
             {"Authorization": f"Bearer {self.admin_token}"} if self.admin_token and method == "POST" else {}
         )
@@ -61,8 +63,10 @@ class DaemonClient:
         except requests.RequestException as exc:
             raise DaemonError(f"{method} {self.base}{path}: {exc}") from exc
 
-    def _json(self, method: str, path: str, pool: str | None = None) -> dict[str, Any]:
-        answer = self._request(method, path, pool)
+    def _json(
+        self, method: str, path: str, pool: str | None = None, host: str | None = None
+    ) -> dict[str, Any]:
+        answer = self._request(method, path, pool, host)
         try:
             body = answer.json()
         except ValueError:

@@ -2,7 +2,8 @@
 
 Prometheus scrapes ``/metrics``; a load balancer or systemd-independent monitor polls
 ``/healthz``; ``agentpool status`` reads ``/status`` and ``agentpool drain``/``resume`` post to
-a running daemon instead of acting behind its back. Six small routes do not justify a web
+a running daemon (``?pool=P``, ``?host=H`` or neither: every pool) instead of acting behind its
+back. Six small routes do not justify a web
 framework, and prometheus_client's own server serves only metrics.
 
 Whoever can reach the port may be hostile (another local user, a web page the operator opens,
@@ -181,6 +182,8 @@ class ServiceHTTP:
         resume: PoolActionFn,
         allowed_hosts: Sequence[str] = (),
         admin_token: str | None = None,
+        drain_host: PoolActionFn | None = None,
+        resume_host: PoolActionFn | None = None,
     ) -> None:
         self.host, self._requested_port = parse_listen(listen)
         self.listen = listen
@@ -189,6 +192,8 @@ class ServiceHTTP:
         self.status = status
         self.drain = drain
         self.resume = resume
+        self.drain_host = drain_host  # called with the host's name (never None)
+        self.resume_host = resume_host
         self.allowed_hosts = frozenset(h.lower() for h in allowed_hosts)
         self.admin_token = admin_token
         # One line per route.
@@ -197,8 +202,12 @@ class ServiceHTTP:
             "/healthz": Route(("GET",), self._healthz),
             "/status": Route(("GET",), self._status),
             "/": Route(("GET",), self._page),
-            "/drain": Route(("POST",), lambda r: self._pool_action(r, self.drain), admin=True),
-            "/resume": Route(("POST",), lambda r: self._pool_action(r, self.resume), admin=True),
+            "/drain": Route(
+                ("POST",), lambda r: self._pool_action(r, self.drain, self.drain_host), admin=True
+            ),
+            "/resume": Route(
+                ("POST",), lambda r: self._pool_action(r, self.resume, self.resume_host), admin=True
+            ),
         }
         self._loop: asyncio.AbstractEventLoop | None = None
         self._listener: socket.socket | None = None
@@ -508,16 +517,25 @@ class ServiceHTTP:
         status, body, content_type, headers = page.response(self.status())
         return Response(status, body, content_type, dict(headers))
 
-    def _pool_action(self, request: Request, action: PoolActionFn) -> Response:
-        pools = request.query.get("pool", [])
-        if len(pools) > 1:
-            return Response.json(HTTPStatus.BAD_REQUEST, {"error": "give at most one pool"})
-        if pools and not pools[0]:
-            return Response.json(
-                HTTPStatus.BAD_REQUEST, {"error": "pool= is empty: name a pool or leave pool out"}
-            )
+    def _pool_action(
+        self, request: Request, action: PoolActionFn, host_action: PoolActionFn | None
+    ) -> Response:
+        """``?pool=P``, ``?host=H`` or neither (every pool)."""
+        pools, hosts = request.query.get("pool", []), request.query.get("host", [])
+        if len(pools) > 1 or len(hosts) > 1 or (pools and hosts):
+            return Response.json(HTTPStatus.BAD_REQUEST, {"error": "give at most one pool or one host"})
+        for key, given in (("pool", pools), ("host", hosts)):
+            if given and not given[0]:
+                return Response.json(
+                    HTTPStatus.BAD_REQUEST, {"error": f"{key}= is empty: name a {key} or leave {key} out"}
+                )
+        target: str | None = pools[0] if pools else None
+        if hosts:
+            if host_action is None:
+                return Response.json(HTTPStatus.NOT_FOUND, {"error": "this daemon cannot drain hosts"})
+            action, target = host_action, hosts[0]
         try:
-            return Response.json(HTTPStatus.OK, action(pools[0] if pools else None))
+            return Response.json(HTTPStatus.OK, action(target))
         except LookupError as exc:
             return Response.json(HTTPStatus.NOT_FOUND, {"error": str(exc.args[0] if exc.args else exc)})
         except ValueError as exc:

@@ -18,10 +18,11 @@ from pydantic import SecretStr
 
 from agentpool import planner
 from agentpool.errors import ErrorKind, System
+from agentpool.hoststatus import host_status
 from agentpool.model import CompleteLaunch, Cordon, Memory, Provision, Reap, RemoveOrphan
 from agentpool.report import EngineControl, Hooks, Outcome, PassReport
 from agentpool.service.http import ServiceHTTP, health_verdict
-from agentpool.service.metrics import Metrics
+from agentpool.service.metrics import HostSnapshot, Metrics
 from agentpool.service.notify import Notifier
 from agentpool.service.overview import overview, pool_gauges, unserved_counts
 from agentpool.service.recent import Recent
@@ -60,6 +61,8 @@ class ServiceLayer(Hooks):
                 resume=lambda pool: {"pools": engine.set_draining(pool, False)},
                 allowed_hosts=self.config.metrics.allowed_hosts,
                 admin_token=_secret(self.config.metrics.admin_token),
+                drain_host=lambda host: {"hosts": engine.set_host_draining(str(host), True)},
+                resume_host=lambda host: {"hosts": engine.set_host_draining(str(host), False)},
             )
             self.http.start()
 
@@ -106,6 +109,7 @@ class ServiceLayer(Hooks):
         m.set_agents(states)
         m.set_waiting(report.plan.demand)
         now = self.clock()
+        m.set_hosts(host_snapshots(config, memory, report, now))
         m.set_unserved(unserved_counts(report.plan, config))
         m.set_pools(pool_gauges(memory, config, now))
         self.recent.pass_seen(memory.agents, report.observed.nodes or (), now)
@@ -145,6 +149,23 @@ class ServiceLayer(Hooks):
     def agent_online(self, pool: str, waited: float) -> None:
         self.metrics.observe_online(pool, waited)
         self.recent.online(pool, waited, time.time())
+
+
+def host_snapshots(config: Config, memory: Memory, report: PassReport, now: float) -> dict[str, HostSnapshot]:
+    views = {v.name: v for v in report.observed.hosts}
+    out: dict[str, HostSnapshot] = {}
+    for name, status in host_status(config, memory, report, {}, now).items():
+        view = views.get(name)
+        images: dict[str, bool] = {}
+        host = config.host(name)
+        if view is not None and view.images is not None and host is not None:
+            for pool in config.pools:
+                if host.selected_by(pool.hosts):
+                    images[pool.image] = pool.image in view.images
+        out[name] = HostSnapshot(
+            status["agents"], status["room"], status["health"], len(status["cooling"]), images
+        )
+    return out
 
 
 def summary(states: Counter[tuple[str, str]], waiting: int, report: PassReport) -> str:

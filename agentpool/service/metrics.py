@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import GaugeMetricFamily
@@ -27,6 +28,55 @@ SYSTEMS = ("jenkins", "docker")
 ONLINE_BUCKETS = (1.0, 2.0, 5.0, 10.0, 15.0, 20.0, 30.0, 45.0, 60.0, 90.0, 120.0, 180.0, 300.0, 600.0)
 LIFECYCLE_BUCKETS = (5.0, 15.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0, 3600.0, 7200.0, 21600.0, 86400.0)
 PASS_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+
+
+@dataclass(frozen=True, slots=True)
+class HostSnapshot:
+    """One docker host's numbers of one pass."""
+
+    agents: int
+    room: int
+    health: str  # ok, unreachable, lost, draining, cooling, removed
+    cooling_pools: int
+    images: Mapping[str, bool]  # the pools' images: present or not
+
+
+HEALTH_STATES = ("ok", "cooling", "draining", "unreachable", "lost", "removed")
+
+
+def _host_families(hosts: Mapping[str, HostSnapshot]) -> Iterator[GaugeMetricFamily]:
+    per_host = (
+        ("agentpool_host_agents", "Agents of this instance per docker host", "agents"),
+        ("agentpool_host_room", "Agents a docker host may still take (max_agents)", "room"),
+        (
+            "agentpool_host_cooling_pools",
+            "Pools a docker host gets no agents of, cooling down after launch failures",
+            "cooling_pools",
+        ),
+    )
+    for name, text, field in per_host:
+        family = GaugeMetricFamily(name, text, labels=["host"])
+        for host, snap in sorted(hosts.items()):
+            family.add_metric([host], getattr(snap, field))
+        yield family
+    family = GaugeMetricFamily(
+        "agentpool_host_health",
+        "1 for each docker host's health state, 0 for the others",
+        labels=["host", "state"],
+    )
+    for host, snap in sorted(hosts.items()):
+        for state in HEALTH_STATES:
+            family.add_metric([host, state], 1 if snap.health == state else 0)
+    yield family
+    family = GaugeMetricFamily(
+        "agentpool_host_image_present",
+        "1 when a pool's image is on the docker host",
+        labels=["host", "image"],
+    )
+    for host, snap in sorted(hosts.items()):
+        for image, present in sorted(snap.images.items()):
+            family.add_metric([host, image], 1 if present else 0)
+    yield family
 
 
 POOL_GAUGES = (
@@ -45,11 +95,14 @@ class _Snapshots(Collector):
         self.waiting: dict[str, int] = {}
         self.unserved: dict[tuple[str, str], int] = {}
         self.pools: dict[str, dict[str, float]] = {}
+        self.hosts: dict[str, HostSnapshot] = {}
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
         with self._lock:
             agents, waiting = dict(self.agents), dict(self.waiting)
             unserved, pools = dict(self.unserved), dict(self.pools)
+            hosts = dict(self.hosts)
+        yield from _host_families(hosts)
         family = GaugeMetricFamily(
             "agentpool_agents", "Agents of this instance by pool and state", labels=["pool", "state"]
         )
@@ -65,7 +118,7 @@ class _Snapshots(Collector):
         family = GaugeMetricFamily(
             "agentpool_unserved_items",
             "Waiting items not served this pass, by the pool that would serve them and why "
-            "(cap, backoff, draining, hosts-full, no-host, no-pool, label-unknown)",
+            "(cap, backoff, draining, hosts-full, no-host, no-image, no-pool, label-unknown)",
             labels=["pool", "reason"],
         )
         for (pool, reason), count in sorted(unserved.items()):
@@ -146,6 +199,10 @@ class Metrics:
         fresh.update({(pool, str(state)): int(n) for (pool, state), n in counts.items()})
         with self._snapshots._lock:
             self._snapshots.agents = fresh
+
+    def set_hosts(self, hosts: Mapping[str, HostSnapshot]) -> None:
+        with self._snapshots._lock:
+            self._snapshots.hosts = dict(hosts)
 
     def set_waiting(self, counts: Mapping[str, int]) -> None:
         """Waiting items per label expression this pass ("" for unlabelled items)."""

@@ -31,6 +31,7 @@ _REASONS = (
     (planner.WHY_BACKOFF, "backoff"),
     (planner.WHY_DRAINING, "draining"),
     (planner.WHY_NO_HOST, "no-host"),
+    (planner.WHY_NO_IMAGE, "no-image"),
     ("label unknown", "label-unknown"),
 )
 
@@ -109,16 +110,25 @@ def overview(engine: EngineControl, recent: Recent | None = None) -> dict[str, A
 
     views = {h.name: h for h in (report.observed.hosts if report else ())}
     per_host = Counter(a["host"] for a in status["agents"])
+    # the engine's own per-host state (health, room, cooldowns, images: docs/fleet.md), by name
+    health: dict[str, dict[str, Any]] = status.get("hosts") or {}
+    configured = {h.name for h in config.docker_hosts}
     status["hosts"] = [
         {
+            **health.get(host.name, {}),
             "name": host.name,
             "url": _public_url(host.url),
             "max_agents": host.max_agents,
             "agents": per_host[host.name],
             "reachable": views[host.name].reachable if host.name in views else None,
             "error": redact(views[host.name].error) if host.name in views else "",
+            "last_error": redact(str(health.get(host.name, {}).get("last_error", ""))),
         }
         for host in config.docker_hosts
+    ] + [
+        {**state, "name": name, "url": "", "agents": per_host[name], "error": ""}
+        for name, state in health.items()
+        if name not in configured
     ]
 
     # Items whose label Jenkins hides are not in the demand (label None): listed apart.

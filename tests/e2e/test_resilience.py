@@ -15,7 +15,7 @@ import jenkins
 import pytest
 
 from agentpool.daemon import Engine
-from agentpool.model import LABEL_AGENT, LABEL_INSTANCE, LABEL_POOL
+from agentpool.model import LABEL_AGENT, LABEL_INSTANCE, LABEL_POOL, UnservedReason
 from agentpool_testing.artifacts import ArtifactServer
 from agentpool_testing.jenkins import Controller
 from agentpool_testing.jobs import freestyle_xml
@@ -58,13 +58,14 @@ def test_agent_that_never_connects_is_removed_and_the_pool_backs_off(
     # 40 s with a 3 s launch timeout would allow ~10 attempts without backoff
     assert 2 <= len(names) <= 4, names
     assert failures >= 2
-    assert engine.memory.pools["dind"].backoff_until > time.time()
+    # the failures are the host's for this pool: it cools down, and with no other host the pool waits
+    assert engine.memory.cooldowns[("local", "dind")].until > time.time()
     jenkins_client.cancel_queue(jenkins_client.get_queue_info()[0]["id"])
     drive(engine, lambda: not engine.memory.agents, "the last attempt to be removed", timeout=30)
     assert leftovers(docker_client, jenkins_client, instance) == NOTHING
 
 
-def test_missing_image_undoes_the_node_and_volume(
+def test_missing_image_is_no_launch_and_leaves_nothing(
     controller: Controller,
     jenkins_client: jenkins.Jenkins,
     make_config: ConfigFactory,
@@ -75,12 +76,12 @@ def test_missing_image_undoes_the_node_and_volume(
     jenkins_client.create_job("waits", freestyle_xml("docker", "true"))
     jenkins_client.build_job("waits")
     report = engine.run_pass()
-    failed = [o for o in report.outcomes if not o.ok]
-    assert len(failed) == 1 and "not-found" in failed[0].error
+    # the host lacks the image: skipped for the pool (no launch), the image looked for meanwhile
+    assert report.outcomes == []
+    assert [u.reason for u in report.plan.unserved] == [UnservedReason.NO_IMAGE]
     assert leftovers(docker_client, jenkins_client, instance) == NOTHING
-    assert engine.memory.pools["dind"].backoff_until > time.time()
     report = engine.run_pass()
-    assert report.outcomes == []  # backing off: no hot loop
+    assert report.outcomes == []  # no hot loop
 
 
 def test_jenkins_outage_loses_no_agent_and_no_build(

@@ -17,7 +17,7 @@ from typing import Any
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
-from agentpool.service.metrics import Metrics
+from agentpool.service.metrics import HostSnapshot, Metrics
 from agentpool.service.recent import PHASES
 
 DOCS = Path(__file__).resolve().parents[2] / "docs"
@@ -33,6 +33,7 @@ def exported() -> tuple[dict[str, set[str]], set[str]]:
     m.set_waiting({"docker": 2})
     m.set_unserved({("p", "cap"): 1})
     m.set_pools({"p": {"max_agents": 3.0, "backoff": 0.0, "draining": 0.0}})
+    m.set_hosts({"h": HostSnapshot(agents=1, room=2, health="ok", cooling_pools=0, images={"img": True})})
     m.observe_online("p", 4.0)
     for phase in PHASES:
         m.observe_phase("p", phase, 10.0)

@@ -13,7 +13,9 @@ import pytest
 from agentpool.model import (
     CompleteLaunch,
     ContainerState,
+    Cooldown,
     Cordon,
+    HostMemory,
     ItemKind,
     Memory,
     Plan,
@@ -332,6 +334,8 @@ def test_copy_memory_covers_every_field() -> None:
     assert [f.name for f in fields(Memory)] == [
         "agents",
         "pools",
+        "hosts",
+        "cooldowns",
         "orphan_seen",
         "item_first_seen",
         "item_labels",
@@ -340,8 +344,14 @@ def test_copy_memory_covers_every_field() -> None:
     mem.orphan_seen["node:x"] = T0
     mem.item_first_seen[1] = T0
     mem.item_labels[1] = "docker"
+    mem.hosts["h1"] = HostMemory(unreachable_since=T0, last_error="down", draining=True)
+    mem.cooldowns[("h1", "dind")] = Cooldown(2, T0 + 20, T0, "refused")
     out = copy_memory(mem)
     assert out == mem and out.agents[A1] is not mem.agents[A1] and out.pools["dind"] is not mem.pools["dind"]
+    assert (
+        out.hosts["h1"] is not mem.hosts["h1"]
+        and out.cooldowns[("h1", "dind")] is not mem.cooldowns[("h1", "dind")]
+    )
 
 
 # --- one-shot ----------------------------------------------------------------------------
