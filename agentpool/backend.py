@@ -66,8 +66,8 @@ class Backend(Protocol):
         """Create and start the agent; return its id. One that fails to start is removed."""
         ...
 
-    def remove_agent(self, agent: str, /) -> None:
-        """Stop and remove the agent (by name or id) and its anonymous resources."""
+    def remove_agent(self, agent: str, stop_timeout: float = 10.0, /) -> None:
+        """Stop the agent (by name or id; killed after ``stop_timeout`` s), remove it and its anonymous resources."""
         ...
 
     def close(self) -> None: ...

@@ -165,6 +165,8 @@ class DockerHostConfig(_Model):
     name: str
     url: str
     max_agents: Count = 20
+    # launches started at once on this engine (each is node, secret, volume, container)
+    max_parallel_launches: int = Field(default=4, ge=1, le=64)
     tls: Annotated[DockerTLSConfig | None, BeforeValidator(_tls_shorthand)] = None
     cert_path: str | None = None  # a directory with ca.pem, cert.pem, key.pem (DOCKER_CERT_PATH)
 
@@ -205,6 +207,7 @@ class PoolConfig(_Model):
     max_agents: Count = 10
     idle_timeout: Duration = 300.0
     launch_timeout: Duration = 180.0
+    stop_timeout: Duration = 10.0  # SIGTERM grace of a removed agent's container, then SIGKILL
     one_shot: bool = False
     exclusive: bool = True
     security: Literal["privileged", "capabilities", "sysbox"] = "privileged"

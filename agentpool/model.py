@@ -125,6 +125,33 @@ class HostView:
 
 
 @dataclass(frozen=True, slots=True)
+class InFlight:
+    """The actions the executor is still performing when a pass starts (issued by earlier passes).
+
+    The planner issues none of them again: a launching agent counts as starting capacity and
+    its node, container and volume are not orphans; an agent being reaped or cordoned gets no
+    other action and no longer counts as its pool's capacity; an orphan being removed is not
+    removed twice.
+    """
+
+    provisions: tuple[Provision, ...] = ()
+    reaping: frozenset[str] = frozenset()  # agents with a Reap in flight
+    cordoning: frozenset[str] = frozenset()  # agents with a Cordon in flight
+    orphans: frozenset[str] = frozenset()  # orphan keys (``orphan_key``) being removed
+
+    @property
+    def launching(self) -> frozenset[str]:
+        return frozenset(p.agent for p in self.provisions)
+
+    def busy(self, agent: str) -> bool:
+        """Whether any action on ``agent`` is in flight."""
+        return agent in self.reaping or agent in self.cordoning or agent in self.launching
+
+
+NOTHING_IN_FLIGHT = InFlight()
+
+
+@dataclass(frozen=True, slots=True)
 class Observed:
     """Everything one pass saw. ``queue``/``nodes`` are None when Jenkins could not be read."""
 
@@ -132,6 +159,7 @@ class Observed:
     nodes: tuple[Node, ...] | None
     hosts: tuple[HostView, ...]
     jenkins_error: str = ""
+    in_flight: InFlight = NOTHING_IN_FLIGHT
 
 
 class AgentState(StrEnum):

@@ -18,6 +18,7 @@ user agentpool runs as; unknown host keys are refused).
 from __future__ import annotations
 
 import contextlib
+import math
 import socket
 import urllib.parse
 from collections.abc import Callable, Generator, Iterable, Mapping
@@ -420,10 +421,12 @@ class DockerHost:
             raise
         return container_id
 
-    def remove_container(self, container: str, stop_timeout: int = 10) -> None:
+    def remove_container(self, container: str, stop_timeout: float = 10.0) -> None:
         """Stop (SIGTERM, then SIGKILL after ``stop_timeout``) and remove with anonymous volumes."""
         try:
-            self._call(f"stop {container}", lambda: self.client.api.stop(container, timeout=stop_timeout))
+            self._call(
+                f"stop {container}", lambda: self.client.api.stop(container, timeout=math.ceil(stop_timeout))
+            )
         except DockerError as exc:
             if exc.kind is ErrorKind.NOT_FOUND:
                 return
@@ -436,6 +439,6 @@ class DockerHost:
             if exc.kind is not ErrorKind.NOT_FOUND:
                 raise
 
-    def remove_agent(self, agent: str) -> None:
+    def remove_agent(self, agent: str, stop_timeout: float = 10.0, /) -> None:
         """The backend's name for :meth:`remove_container`: the agent's container and anonymous volumes."""
-        self.remove_container(agent)
+        self.remove_container(agent, stop_timeout)

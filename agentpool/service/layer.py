@@ -92,6 +92,16 @@ class ServiceLayer(Hooks):
             states[(agent.pool, planner.agent_state(agent, nodes.get(agent.name), draining).value)] += 1
         m.set_agents(states)
         m.set_waiting(report.plan.demand)
+        flight = report.observed.in_flight
+        m.set_in_flight(
+            {
+                "launch": len(flight.provisions),
+                "reap": len(flight.reaping),
+                "cordon": len(flight.cordoning),
+                "orphan": len(flight.orphans),
+            },
+            report.launch_high_water,
+        )
         if report.ok:
             m.pass_succeeded(self.clock())
         if self._stopping:
@@ -125,6 +135,9 @@ class ServiceLayer(Hooks):
 
     def agent_online(self, pool: str, waited: float) -> None:
         self.metrics.observe_online(pool, waited)
+
+    def pass_overrun(self, seconds: float) -> None:
+        self.metrics.pass_overrun()
 
 
 def summary(states: Counter[tuple[str, str]], waiting: int, report: PassReport) -> str:

@@ -9,6 +9,7 @@ volumes) to check what an action leaves behind, count every call, and fail on de
 
 from __future__ import annotations
 
+import threading
 from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -19,12 +20,24 @@ from agentpool.model import Executor, HostView, Node, QueueItem
 
 
 class Switches:
-    """Failure switches and call counters shared by both fakes."""
+    """Failure switches, slow steps and call counters shared by both fakes.
+
+    ``hold("start_agent")`` makes every call of the method block until the returned event is
+    set (a slow step the test releases when it wants); ``running`` counts calls inside it.
+    """
 
     def __init__(self, error: type[DockerError] | type[JenkinsError]) -> None:
         self._error = error
         self._faults: dict[str, list[BaseException]] = {}
+        self._holds: dict[str, threading.Event] = {}
+        self._lock = threading.Lock()
         self.calls: Counter[str] = Counter()
+        self.running: Counter[str] = Counter()
+        self.most_running: Counter[str] = Counter()
+
+    def hold(self, method: str) -> threading.Event:
+        event = self._holds[method] = threading.Event()
+        return event
 
     def fail(
         self,
@@ -38,10 +51,21 @@ class Switches:
         self._faults.setdefault(method, []).extend([fault] * times)
 
     def _enter(self, method: str) -> None:
-        self.calls[method] += 1
-        pending = self._faults.get(method)
-        if pending:
-            raise pending.pop(0)
+        with self._lock:
+            self.calls[method] += 1
+            pending = self._faults.get(method)
+            fault = pending.pop(0) if pending else None
+            hold = self._holds.get(method)
+            self.running[method] += 1
+            self.most_running[method] = max(self.most_running[method], self.running[method])
+        try:
+            if hold is not None and not hold.wait(10.0):
+                raise AssertionError(f"{method} held for 10 s: the test never released it")
+        finally:
+            with self._lock:
+                self.running[method] -= 1
+        if fault is not None:
+            raise fault
 
 
 @dataclass
@@ -61,6 +85,7 @@ class FakeBackend(Switches):
         self.volumes: dict[str, dict[str, str]] = {}
         self.closed = 0
         self._ids = 0
+        self.stop_timeouts: list[float] = []
 
     @property
     def name(self) -> str:
@@ -109,8 +134,9 @@ class FakeBackend(Switches):
         self.agents[spec.name] = agent
         return agent.id
 
-    def remove_agent(self, agent: str, /) -> None:
+    def remove_agent(self, agent: str, stop_timeout: float = 10.0, /) -> None:
         self._enter("remove_agent")
+        self.stop_timeouts.append(stop_timeout)
         found = self._find(agent)
         if found is not None:
             del self.agents[found.spec.name]
