@@ -16,7 +16,17 @@ from dataclasses import dataclass, field
 
 from agentpool.backend import AgentSpec
 from agentpool.errors import DockerError, ErrorKind, JenkinsError
-from agentpool.model import Executor, HostView, Node, QueueItem
+from agentpool.model import (
+    LABEL_AGENT,
+    LABEL_POOL,
+    AgentResource,
+    Executor,
+    HostView,
+    Node,
+    QueueItem,
+    ResourceState,
+    Volume,
+)
 
 
 class Switches:
@@ -93,7 +103,35 @@ class FakeBackend(Switches):
 
     def observe(self, instance: str, /) -> HostView:
         self._enter("observe")
-        return HostView(name=self._name, reachable=True)
+        with self._lock:
+            agents, volumes = list(self.agents.values()), dict(self.volumes)
+        containers = tuple(
+            AgentResource(
+                self._name,
+                a.id,
+                a.spec.name,
+                a.spec.name,
+                a.spec.pool,
+                ResourceState.RUNNING if a.running else ResourceState.EXITED,
+                created=0.0,
+                volume=a.spec.volume,
+            )
+            for a in agents
+        )
+        mounted = {a.spec.volume for a in agents}
+        views = tuple(
+            Volume(
+                self._name,
+                name,
+                labels.get(LABEL_POOL, ""),
+                labels.get(LABEL_AGENT, ""),
+                free=name not in mounted,
+                created=0.0,
+                last_used=0.0,
+            )
+            for name, labels in volumes.items()
+        )
+        return HostView(name=self._name, reachable=True, containers=containers, volumes=views)
 
     def ping(self) -> None:
         self._enter("ping")
@@ -165,6 +203,7 @@ class FakeJenkins(Switches):
     def __init__(self) -> None:
         super().__init__(JenkinsError)
         self.nodes: dict[str, FakeNode] = {}
+        self.queue: list[QueueItem] = []  # what read_queue answers
 
     def read_nodes(self) -> tuple[Node, ...]:
         self._enter("read_nodes")
@@ -172,7 +211,7 @@ class FakeJenkins(Switches):
 
     def read_queue(self, nodes: tuple[Node, ...], /) -> tuple[QueueItem, ...]:
         self._enter("read_queue")
-        return ()
+        return tuple(self.queue)
 
     def read_node(self, name: str, /) -> Node:
         self._enter("read_node")
