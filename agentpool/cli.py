@@ -82,51 +82,50 @@ def cmd_once(args: argparse.Namespace) -> int:
     return EXIT_FAIL if (failed or not report.ok) else EXIT_OK
 
 
-def _format_status(status: dict[str, Any]) -> str:
-    lines = [f"instance {status['instance']}"]
-    agents = status["agents"]
-    if agents:
-        lines.append(f"{'AGENT':<40} {'POOL':<12} {'HOST':<10} {'STATE':<12} {'AGE':>8} {'IDLE':>8}")
-        for a in agents:
-            idle = "-" if a["idle"] is None else f"{a['idle']:.0f}s"
-            lines.append(
-                f"{a['name']:<40} {a['pool']:<12} {a['host']:<10} {a['state']:<12} {a['age']:>7.0f}s {idle:>8}"
-            )
-    else:
-        lines.append("no agents")
-    demand = status.get("demand") or {}
-    lines.append(
-        "waiting: " + (", ".join(f"{label or '(no label)'}={n}" for label, n in demand.items()) or "none")
-    )
-    for u in status.get("unserved") or ():
-        lines.append(f"  not served: item {u['item']} {u['task']!r} label={u['label']!r}: {u['why']}")
-    if status.get("error"):
-        lines.append(f"last error: {status['error']}")
-    return "\n".join(lines)
+def _observed_status(config: Config) -> dict[str, Any]:
+    from agentpool.service.overview import overview
+
+    engine = _engine(config)
+    try:
+        engine.run_pass(execute=False)
+        return overview(engine)
+    finally:
+        engine.close()
 
 
 def cmd_status(args: argparse.Namespace) -> int:
+    from agentpool import statusview
+
     config = _load(args.config)
-    status = _ask_daemon(config, "status")
-    if status is None:
-        engine = _engine(config)
-        try:
-            engine.run_pass(execute=False)
-            status = engine.status()
-        finally:
-            engine.close()
-        status["source"] = "observed now (no daemon running)"
-    else:
-        status["source"] = "running daemon"
-    print(json.dumps(status, indent=2) if args.json else _format_status(status))
-    return EXIT_OK
+    if args.watch is not None and args.watch <= 0:
+        print(f"--watch {args.watch:g}: give a number of seconds above 0", file=sys.stderr)
+        return EXIT_USAGE
+
+    def fetch() -> dict[str, Any]:
+        status = _ask_daemon(config, "status")
+        if status is None:
+            status = _observed_status(config)
+            status["source"] = "observed now (no daemon running)"
+        else:
+            status["source"] = "running daemon"
+        return status
+
+    if args.json:
+        print(json.dumps(fetch(), indent=2))
+        return EXIT_OK
+    return statusview.show(fetch, args.watch)
 
 
 def cmd_doctor(args: argparse.Namespace) -> int:
-    from agentpool.doctor import exit_code, format_report, run_doctor
+    from agentpool.doctor import exit_code, format_report, load_for_doctor, run_doctor
 
-    config = _load(args.config)
-    checks = run_doctor(config)
+    try:
+        config, token_problem = load_for_doctor(args.config)
+    except ConfigError as exc:
+        for line in exc.errors:
+            print(line, file=sys.stderr)
+        return EXIT_USAGE
+    checks = run_doctor(config, token_problem)
     print(format_report(checks))
     return exit_code(checks)
 
@@ -195,8 +194,15 @@ def build_parser() -> argparse.ArgumentParser:
     command("validate", cmd_validate, "check a config file")
     command("run", cmd_run, "run the daemon in the foreground")
     command("once", cmd_once, "one reconcile pass, then exit")
-    command("status", cmd_status, "agents, demand and unserved items").add_argument(
-        "--json", action="store_true"
+    status = command("status", cmd_status, "pools, waiting builds and why, agents, hosts, decisions")
+    status.add_argument("--json", action="store_true")
+    status.add_argument(
+        "--watch",
+        nargs="?",
+        type=float,
+        const=2.0,
+        metavar="SECONDS",
+        help="redraw every SECONDS (2) until Ctrl-C",
     )
     command("doctor", cmd_doctor, "preflight checks, each with its fix")
     command(

@@ -15,19 +15,22 @@ the engine's own capability bounding set); it needs ``sh`` and ``cat`` in the po
 
 from __future__ import annotations
 
+import os
 import re
 import secrets
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import docker
 import docker.errors
 import jenkins
 import requests
+import yaml
 
 from agentpool.adapters.docker import DockerHost, docker_client
 from agentpool.backend import Backend
-from agentpool.config import Config, DockerHostConfig, PoolConfig
+from agentpool.config import Config, ConfigError, DockerHostConfig, PoolConfig, load_config
 from agentpool.doctor_transport import connection_fix
 from agentpool.errors import ErrorKind, ExternalError
 from agentpool.logs import redact, register_secret
@@ -81,11 +84,49 @@ def exit_code(checks: Iterable[Check]) -> int:
     return 0 if all(c.ok for c in checks) else 1
 
 
-def run_doctor(config: Config) -> list[Check]:
-    """Every check for ``config``'s Jenkins and Docker hosts, in a stable order."""
+_TOKEN_KEYS = ("token_file", "token_env", "token")
+
+
+def load_for_doctor(path: str | os.PathLike[str]) -> tuple[Config, Check | None]:
+    """The config, and the token problem when the token is its only problem.
+
+    ``validate`` and ``run`` refuse a config whose token cannot be read; doctor is the
+    preflight that should say so, as one FAIL line among the others, and go on checking
+    everything that needs no token. Any other error is raised as :class:`ConfigError`.
+    """
+    try:
+        return load_config(path), None
+    except ConfigError as exc:
+        token_errors = [e for e in exc.errors if any(f": jenkins.{k}: " in e for k in _TOKEN_KEYS)]
+        if not token_errors or len(token_errors) != len(exc.errors):
+            raise
+        problem = "; ".join(e.split(": ", 2)[-1] for e in token_errors)
+    # Nothing but the token is wrong, so the file parses and validates without resolving it.
+    config = Config.model_validate(yaml.safe_load(Path(path).read_text(encoding="utf-8")))
+    return config, Check(
+        "jenkins token", False, f"{problem}; credentials and permissions not checked", _token_fix(config)
+    )
+
+
+def _token_fix(config: Config) -> str:
+    jenkins_config = config.jenkins
+    if jenkins_config.token_env:
+        return f"export {jenkins_config.token_env}=API-TOKEN (the API token of jenkins.user {jenkins_config.user!r})"
+    where = os.path.expandvars(jenkins_config.token_file or "/etc/agentpool/jenkins.token")
+    return (
+        f"write the API token of jenkins.user {jenkins_config.user!r} to {where}: "
+        f"install -m 0600 /dev/stdin {where} <<<'API-TOKEN' (Jenkins: your user → Security → API Token)"
+    )
+
+
+def run_doctor(config: Config, token_problem: Check | None = None) -> list[Check]:
+    """Every check for ``config``'s Jenkins and Docker hosts, in a stable order.
+
+    With ``token_problem`` (from :func:`load_for_doctor`) the token checks are that one line.
+    """
     token = config.jenkins.token.get_secret_value() if config.jenkins.token else ""
     register_secret(token)
-    checks = check_jenkins(config)
+    checks = check_jenkins(config, token_problem)
     for host in config.docker_hosts:
         checks += check_docker_host(config, host)
     return [Check(c.name, c.ok, redact(c.detail), redact(c.fix)) for c in checks]
@@ -116,7 +157,15 @@ def _suffix() -> str:
 # --- Jenkins -------------------------------------------------------------------------------
 
 
-def check_jenkins(config: Config) -> list[Check]:
+def check_jenkins(config: Config, token_problem: Check | None = None) -> list[Check]:
+    checks = _check_jenkins(config, token_problem)
+    if token_problem is None:
+        return checks
+    # Without a token, reachability is all that can be checked: the token line replaces the rest.
+    return [checks[0], token_problem]
+
+
+def _check_jenkins(config: Config, token_problem: Check | None) -> list[Check]:
     cfg = config.jenkins
     url = cfg.url if cfg.url.endswith("/") else cfg.url + "/"
     token = cfg.token.get_secret_value() if cfg.token else ""
@@ -156,6 +205,8 @@ def check_jenkins(config: Config) -> list[Check]:
             *_skipped("the URL does not answer as Jenkins"),
         ]
     checks = [Check("jenkins reachable", True, f"Jenkins {version} at {url}")]
+    if token_problem is not None:
+        return checks
     credentials = _check_credentials(url, cfg.user, token, cfg.timeout, headers)
     checks.append(credentials)
     if credentials.ok:
@@ -437,7 +488,14 @@ def _check_security(
         container.start()
         status = container.wait(timeout=60).get("StatusCode", -1)
     except docker.errors.APIError as exc:
-        return _explain_refusal(name, pool, host, str(exc.explanation or exc), facts)
+        return _explain_refusal(
+            name,
+            pool,
+            host,
+            str(exc.explanation or exc),
+            facts,
+            accepts=lambda cap: engine_knows_capability(client, pool.image, cap, config.instance),
+        )
     except (docker.errors.DockerException, requests.RequestException) as exc:
         return Check(name, False, _short(exc), "check the engine")
     finally:
@@ -457,10 +515,48 @@ def _describe(pool: PoolConfig) -> str:
     return "--privileged"
 
 
+def engine_knows_capability(client: docker.DockerClient, image: str, cap: str, instance: str) -> bool:
+    """Whether the engine accepts ``cap`` by name: a container is created with it dropped, never started.
+
+    The kernel may know capabilities the engine does not (Docker 20.10 refuses PERFMON, BPF
+    and CHECKPOINT_RESTORE as unknown): advice to drop one of those would make the config fail.
+    """
+    try:
+        container = client.containers.create(
+            image,
+            entrypoint=["true"],
+            command=[],
+            cap_drop=[cap],
+            network_mode="none",
+            name=f"{instance}-doctor-{_suffix()}",
+            labels={LABEL_DOCTOR: instance},
+        )
+    except docker.errors.APIError as exc:
+        return "unknown capability" not in str(exc.explanation or exc)
+    except (docker.errors.DockerException, requests.RequestException):
+        return True  # not an answer about the name: keep the advice as it was
+    container.remove(force=True)
+    return True
+
+
 def _explain_refusal(
-    name: str, pool: PoolConfig, host: DockerHostConfig, explanation: str, facts: HostFacts | None
+    name: str,
+    pool: PoolConfig,
+    host: DockerHostConfig,
+    explanation: str,
+    facts: HostFacts | None,
+    accepts: Callable[[str], bool] = lambda cap: True,
 ) -> Check:
     detail = f"the engine refused: {_short(explanation)}"
+    unknown = re.search(r'unknown capability: "?(?:CAP_)?([A-Z0-9_]+)', explanation)
+    if unknown:
+        return Check(
+            name,
+            False,
+            detail,
+            f"remove {unknown.group(1)} from pool {pool.name}'s cap_drop: the engine on {host.name} "
+            "does not know it (and so never grants it)",
+        )
     if "unable to apply caps" in explanation:
         bounding = facts.engine_bounding if facts else None
         if bounding is None:
@@ -472,7 +568,15 @@ def _explain_refusal(
                 "use security: capabilities with cap_drop listing the missing ones",
             )
         cap_last = facts.cap_last if facts and facts.cap_last is not None else 40
-        missing = missing_capabilities(bounding, cap_last)
+        # Only names the engine accepts: one it does not know it never grants anyway.
+        missing = [c for c in missing_capabilities(bounding, cap_last) if accepts(c)]
+        if not missing:
+            return Check(
+                name,
+                False,
+                detail + " (the capabilities the host lacks are all unknown to this engine)",
+                f"start {pool.image} by hand with this profile on {host.name} to see why",
+            )
         dropped = {c.upper().removeprefix("CAP_") for c in pool.cap_drop}
         still = [c for c in missing if c not in dropped] or missing
         listed = ", ".join(still)

@@ -25,7 +25,7 @@ apt_install() {
 
 install_system_packages() {
     # systemd: systemd-analyze for the unit test; busybox-static: a tiny offline test image.
-    local pkgs=(docker.io iptables debootstrap openjdk-17-jdk-headless ca-certificates systemd busybox-static)
+    local pkgs=(docker.io iptables debootstrap openjdk-17-jdk-headless ca-certificates systemd busybox-static chromium)
     command -v python3 >/dev/null || pkgs+=(python3)
     python3 -c 'import ensurepip, venv' 2>/dev/null || pkgs+=(python3-venv)
     apt_install "${pkgs[@]}"
@@ -76,6 +76,26 @@ stop_dockerd() {
     fi
 }
 
+# `agentpool` on PATH after the quick start: as root a symlink in /usr/local/bin (replacing only
+# another checkout's), else the export to type; said again when the script ends.
+CLI_NOTE=""
+link_cli() {
+    local target="$VENV/bin/agentpool" link=/usr/local/bin/agentpool
+    if [ "$(id -u)" = 0 ] && { [ ! -e "$link" ] || [[ "$(readlink "$link")" == */bin/agentpool ]]; }; then
+        ln -sfn "$target" "$link"
+        CLI_NOTE="agentpool is $target, on PATH as $link"
+    else
+        CLI_NOTE="agentpool is $target: export PATH=\"$VENV/bin:\$PATH\" to type just agentpool"
+    fi
+}
+
+finish() {
+    local rc=$?
+    stop_dockerd
+    [ -z "$CLI_NOTE" ] || log "$CLI_NOTE"
+    return "$rc"
+}
+
 build_artifacts() {
     if [ -x "$REPO/scripts/build-agent-jar" ]; then
         log "building the stub agent jar"
@@ -83,13 +103,15 @@ build_artifacts() {
     fi
     if [ -x "$REPO/images/build" ]; then
         log "building the dind agent image (offline)"
-        "$REPO/images/build"
+        "$REPO/images/build" --test-images
     fi
 }
 
 setup_all() {
     install_system_packages
     install_python
+    link_cli
     ensure_dockerd
+    trap finish EXIT
     build_artifacts
 }

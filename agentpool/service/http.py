@@ -25,6 +25,7 @@ from urllib.parse import parse_qs, urlsplit
 
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
+from agentpool.service import page
 from agentpool.service.metrics import Metrics
 
 log = logging.getLogger(__name__)
@@ -109,6 +110,8 @@ class _Handler(BaseHTTPRequestHandler):
             self._send(status, (reason + "\n").encode(), "text/plain; charset=utf-8")
         elif path == "/status":
             self._json(HTTPStatus.OK, service.status())
+        elif path == "/":
+            self._send(*page.response(service.status()))
         elif path in ("/drain", "/resume"):
             self._send(
                 HTTPStatus.METHOD_NOT_ALLOWED, b"use POST\n", "text/plain; charset=utf-8", {"Allow": "POST"}

@@ -12,7 +12,7 @@ import logging
 import time
 from collections import Counter
 from collections.abc import Callable
-from typing import TYPE_CHECKING, assert_never
+from typing import TYPE_CHECKING, Any, assert_never
 
 from agentpool import planner
 from agentpool.errors import ErrorKind, System
@@ -21,6 +21,8 @@ from agentpool.report import EngineControl, Hooks, Outcome, PassReport
 from agentpool.service.http import ServiceHTTP, health_verdict
 from agentpool.service.metrics import Metrics
 from agentpool.service.notify import Notifier
+from agentpool.service.overview import overview, pool_gauges, unserved_counts
+from agentpool.service.recent import Recent
 
 if TYPE_CHECKING:
     from agentpool.config import Config
@@ -36,6 +38,7 @@ class ServiceLayer(Hooks):
         self.clock = clock  # wall clock: compared with the engine's last_success timestamp
         self.metrics = Metrics(p.name for p in config.pools)
         self.notifier = notifier or Notifier()
+        self.recent = Recent(phase=self.metrics.observe_phase)
         self.http: ServiceHTTP | None = None
         self.engine: EngineControl | None = None
         self._ready = False
@@ -50,7 +53,7 @@ class ServiceLayer(Hooks):
                 self.config.metrics.listen,
                 self.metrics,
                 health=self.health,
-                status=engine.status,
+                status=self.status,
                 drain=lambda pool: {"pools": engine.set_draining(pool, True)},
                 resume=lambda pool: {"pools": engine.set_draining(pool, False)},
             )
@@ -69,6 +72,12 @@ class ServiceLayer(Hooks):
         if self.http is not None:
             self.http.stop()
             self.http = None
+
+    def status(self) -> dict[str, Any]:
+        """What ``/status``, the page at ``/`` and ``agentpool status`` show."""
+        if self.engine is None:
+            raise RuntimeError("the service layer is not started")
+        return overview(self.engine, self.recent)
 
     def health(self) -> tuple[bool, str]:
         engine = self.engine
@@ -102,6 +111,11 @@ class ServiceLayer(Hooks):
             },
             report.launch_high_water,
         )
+        now = self.clock()
+        m.set_unserved(unserved_counts(report.plan, config))
+        m.set_pools(pool_gauges(memory, config, now))
+        self.recent.pass_seen(memory.agents, report.observed.nodes or (), now)
+        self.recent.pass_error(report.error, now)
         if report.ok:
             m.pass_succeeded(self.clock())
         if self._stopping:
@@ -117,6 +131,7 @@ class ServiceLayer(Hooks):
 
     def outcome(self, outcome: Outcome, memory: Memory, now: float) -> None:
         action = outcome.action
+        self.recent.outcome(action, outcome.ok, outcome.removed, outcome.error, memory, now)
         match action:
             case Provision():
                 if outcome.ok:
@@ -135,6 +150,7 @@ class ServiceLayer(Hooks):
 
     def agent_online(self, pool: str, waited: float) -> None:
         self.metrics.observe_online(pool, waited)
+        self.recent.online(pool, waited, time.time())
 
     def pass_overrun(self, seconds: float) -> None:
         self.metrics.pass_overrun()

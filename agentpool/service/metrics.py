@@ -1,8 +1,10 @@
 """Prometheus metrics of the daemon, in a registry of its own.
 
-What an operator alerts on and graphs: how many agents each pool has in which state, how
-many items wait for which label, how long a build waits from queued to its agent being
-online, how long a pass takes, and counts of provisions, launch failures, reaps (by reason)
+What an operator alerts on and graphs (docs/grafana-dashboard.json, docs/alerts.yaml): how
+many agents each pool has in which state, its cap and whether it backs off or drains, how
+many items wait for which label and which are not served (by pool and reason), how long a build waits from queued to its agent being
+online, how long agents spend in each phase of their life (launching, waiting for their first
+build, working), how long a pass takes, and counts of provisions, launch failures, reaps (by reason)
 and API errors (by system and kind). The daemon reports through explicit methods, so it
 never touches prometheus_client itself. The registry is not the process-global one: two
 instances (two tests, or a daemon and a test) never share numbers.
@@ -24,7 +26,15 @@ SYSTEMS = ("jenkins", "docker")
 IN_FLIGHT_KINDS = ("launch", "reap", "cordon", "orphan")
 
 ONLINE_BUCKETS = (1.0, 2.0, 5.0, 10.0, 15.0, 20.0, 30.0, 45.0, 60.0, 90.0, 120.0, 180.0, 300.0, 600.0)
+LIFECYCLE_BUCKETS = (5.0, 15.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0, 3600.0, 7200.0, 21600.0, 86400.0)
 PASS_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+
+
+POOL_GAUGES = (
+    ("max_agents", "agentpool_pool_max_agents", "The pool's max_agents (its cap)"),
+    ("backoff", "agentpool_pool_backoff", "1 while the pool is backing off after launch failures"),
+    ("draining", "agentpool_pool_draining", "1 while the pool is draining"),
+)
 
 
 class _Snapshots(Collector):
@@ -34,10 +44,13 @@ class _Snapshots(Collector):
         self._lock = threading.Lock()
         self.agents: dict[tuple[str, str], int] = {}
         self.waiting: dict[str, int] = {}
+        self.unserved: dict[tuple[str, str], int] = {}
+        self.pools: dict[str, dict[str, float]] = {}
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
         with self._lock:
             agents, waiting = dict(self.agents), dict(self.waiting)
+            unserved, pools = dict(self.unserved), dict(self.pools)
         family = GaugeMetricFamily(
             "agentpool_agents", "Agents of this instance by pool and state", labels=["pool", "state"]
         )
@@ -50,6 +63,20 @@ class _Snapshots(Collector):
         for label, count in sorted(waiting.items()):
             family.add_metric([label], count)
         yield family
+        family = GaugeMetricFamily(
+            "agentpool_unserved_items",
+            "Waiting items not served this pass, by the pool that would serve them and why "
+            "(cap, backoff, draining, hosts-full, no-host, no-pool, label-unknown)",
+            labels=["pool", "reason"],
+        )
+        for (pool, reason), count in sorted(unserved.items()):
+            family.add_metric([pool, reason], count)
+        yield family
+        for key, name, text in POOL_GAUGES:
+            family = GaugeMetricFamily(name, text, labels=["pool"])
+            for pool, values in sorted(pools.items()):
+                family.add_metric([pool], values.get(key, 0.0))
+            yield family
 
 
 class Metrics:
@@ -65,6 +92,14 @@ class Metrics:
             "Seconds from a build item entering the queue to the agent provisioned for it being online",
             ["pool"],
             buckets=ONLINE_BUCKETS,
+            registry=r,
+        )
+        self._lifecycle = Histogram(
+            "agentpool_agent_lifecycle_seconds",
+            "Seconds agents spent per phase: launching (provisioned to online), online-to-first-build, "
+            "first-build-to-reaped, provisioned-to-reaped",
+            ["pool", "phase"],
+            buckets=LIFECYCLE_BUCKETS,
             registry=r,
         )
         self._pass = Histogram(
@@ -137,9 +172,23 @@ class Metrics:
         with self._snapshots._lock:
             self._snapshots.waiting = {label: int(n) for label, n in counts.items()}
 
+    def set_unserved(self, counts: Mapping[tuple[str, str], int]) -> None:
+        """Unserved waiting items per ``(pool, reason)`` this pass (pool "" when none matches)."""
+        with self._snapshots._lock:
+            self._snapshots.unserved = dict(counts)
+
+    def set_pools(self, gauges: Mapping[str, Mapping[str, float]]) -> None:
+        """Per pool: ``max_agents``, ``backoff`` and ``draining`` (see :data:`POOL_GAUGES`)."""
+        with self._snapshots._lock:
+            self._snapshots.pools = {pool: dict(values) for pool, values in gauges.items()}
+
     def observe_online(self, pool: str, seconds: float) -> None:
         # Queue times come from Jenkins' clock: a skew may make the difference negative.
         self._online.labels(pool=pool).observe(max(0.0, seconds))
+
+    def observe_phase(self, pool: str, phase: str, seconds: float) -> None:
+        """One agent's time in one phase of its life (see :data:`agentpool.service.recent.PHASES`)."""
+        self._lifecycle.labels(pool=pool, phase=phase).observe(max(0.0, seconds))
 
     def observe_pass(self, seconds: float) -> None:
         self._pass.observe(max(0.0, seconds))

@@ -26,7 +26,7 @@ def images() -> None:
         if subprocess.run(["docker", "image", "inspect", img], capture_output=True, check=False).returncode
     ]
     if missing:
-        subprocess.run([str(REPO / "images" / "build")], check=True, timeout=900)
+        subprocess.run([str(REPO / "images" / "build"), "--test-images"], check=True, timeout=900)
 
 
 @pytest.fixture(scope="module")
