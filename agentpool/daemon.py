@@ -195,7 +195,7 @@ class Daemon:
             if self.service is not None:
                 self.service.stopping()
             if not self.engine.finish():
-                _, left = self.engine.executor.collect()
+                left = self.engine.executor.in_flight()
                 self.unfinished = (
                     len(left.provisions) + len(left.reaping) + len(left.cordoning) + len(left.orphans)
                 )

@@ -183,6 +183,11 @@ class Executor:
             actions = list(self._in_flight.values())
         return done, in_flight_of(actions)
 
+    def in_flight(self) -> InFlight:
+        """What is still in flight, leaving the finished outcomes to :meth:`collect`."""
+        with self._lock:
+            return in_flight_of(list(self._in_flight.values()))
+
     def wait(self, timeout: float | None = None) -> bool:
         """Block until nothing is in flight (True) or ``timeout`` seconds passed (False)."""
         deadline = None if timeout is None else time.monotonic() + timeout

@@ -273,8 +273,7 @@ def test_sigterm_bound_the_engine_stops_waiting_and_says_so(cfg: Config) -> None
     try:
         engine.run_pass(wait=False)
         assert engine.finish(0.2) is False
-        _, left = engine.executor.collect()
-        assert len(left.provisions) == 1
+        assert len(engine.executor.in_flight().provisions) == 1
     finally:
         release.set()
     assert engine.finish(5.0) and len(engine.memory.agents) == 1
