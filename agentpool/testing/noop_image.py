@@ -25,7 +25,8 @@ set -eu
 {trap}
 jar=/tmp/agent.jar
 curl -fsS --retry 5 --retry-delay 1 --retry-all-errors -o "$jar" "${{JENKINS_URL%/}}/jnlpJars/agent.jar"
-java -jar "$jar" -url "$JENKINS_URL" -secret "$JENKINS_SECRET" -name "$JENKINS_AGENT_NAME" \\
+# a client JVM's start-up (C1 only, serial GC): a dozen agents start at once on two cores
+java -XX:TieredStopAtLevel=1 -XX:+UseSerialGC -XX:-UsePerfData -jar "$jar" -url "$JENKINS_URL" -secret "$JENKINS_SECRET" -name "$JENKINS_AGENT_NAME" \\
     -webSocket -workDir "${{JENKINS_AGENT_WORKDIR:-/home/jenkins/agent}}" </dev/null &
 wait $! || true
 while :; do sleep 1; done
