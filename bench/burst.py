@@ -20,7 +20,6 @@ import argparse
 import os
 import secrets
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -35,23 +34,15 @@ import jenkins
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from agentpool.testing.jenkins import Controller  # noqa: E402
-from agentpool.testing.jobs import freestyle_xml  # noqa: E402
-from agentpool.testing.noop_image import build_noop_image  # noqa: E402
-
-BRIDGE = "172.17.0.1"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("0.0.0.0", 0))
-        return int(s.getsockname()[1])
+from agentpool_testing.jenkins import Controller  # noqa: E402
+from agentpool_testing.jobs import freestyle_xml  # noqa: E402
+from agentpool_testing.network import bridge_gateway  # noqa: E402
+from agentpool_testing.noop_image import build_noop_image  # noqa: E402
 
 
-def config_text(port: int, instance: str, pools: list[str], parallel: int, volume: str = "per-agent") -> str:
+def config_text(url: str, instance: str, pools: list[str], parallel: int, volume: str = "per-agent") -> str:
     lines = [
-        f'jenkins: {{url: "http://127.0.0.1:{port}/", agent_url: "http://{BRIDGE}:{port}/", user: admin,'
-        " token_env: AGENTPOOL_BENCH_TOKEN}",
+        f'jenkins: {{url: "{url}", agent_url: "{url}", user: admin, token_env: AGENTPOOL_BENCH_TOKEN}}',
         f"instance: {instance}",
         "poll_interval: 1s",
         "metrics: {listen: null}",
@@ -112,20 +103,18 @@ def burst(
     client: docker.DockerClient, image: str, items: int, parallel: int, volume: str
 ) -> tuple[list[float], list[float]]:
     """Queued → online per agent, and queued → its launch done (container started)."""
-    token, port, instance = secrets.token_hex(8), free_port(), "b" + secrets.token_hex(3)
+    token, instance = secrets.token_hex(8), "b" + secrets.token_hex(3)
     pool = (
         f'name: p, labels: [burst], image: "{image}", max_agents: 100, idle_timeout: 10m, launch_timeout: 5m'
     )
     with (
-        Controller(
-            listen=f"0.0.0.0:{port}", user="admin", token=token, url=f"http://{BRIDGE}:{port}/"
-        ) as ctl,
+        Controller(listen=f"{bridge_gateway(client)}:0", user="admin", token=token) as ctl,
         tempfile.TemporaryDirectory() as tmp,
     ):
-        server = jenkins.Jenkins(f"http://127.0.0.1:{port}/", username="admin", password=token)
+        server = jenkins.Jenkins(ctl.url, username="admin", password=token)
         for i in range(items):
             server.create_job(f"j{i}", freestyle_xml("burst", "true"))
-        run = Run(config_text(port, instance, [pool], parallel, volume), Path(tmp), token)
+        run = Run(config_text(ctl.url, instance, [pool], parallel, volume), Path(tmp), token)
         try:
             time.sleep(3)  # the daemon is up and has passed once over an empty queue
             queued, queued_wall = [], []
@@ -163,23 +152,21 @@ def provisioned_at(log: str) -> list[float]:
 
 def reap_during(client: docker.DockerClient, agents: int, parallel: int) -> tuple[float, float]:
     """Seconds from queueing the new build to its agent online, and the reap's length."""
-    token, port, instance = secrets.token_hex(8), free_port(), "r" + secrets.token_hex(3)
+    token, instance = secrets.token_hex(8), "r" + secrets.token_hex(3)
     deaf, noop = build_noop_image(client, sigterm_deaf=True), build_noop_image(client)
     pools = [
         f'name: deaf, labels: [deaf], image: "{deaf}", max_agents: 100, idle_timeout: 3s, stop_timeout: 10s',
         f'name: fresh, labels: [fresh], image: "{noop}", max_agents: 5',
     ]
     with (
-        Controller(
-            listen=f"0.0.0.0:{port}", user="admin", token=token, url=f"http://{BRIDGE}:{port}/"
-        ) as ctl,
+        Controller(listen=f"{bridge_gateway(client)}:0", user="admin", token=token) as ctl,
         tempfile.TemporaryDirectory() as tmp,
     ):
-        server = jenkins.Jenkins(f"http://127.0.0.1:{port}/", username="admin", password=token)
+        server = jenkins.Jenkins(ctl.url, username="admin", password=token)
         for i in range(agents):
             server.create_job(f"d{i}", freestyle_xml("deaf", "true"))
         server.create_job("new", freestyle_xml("fresh", "true"))
-        run = Run(config_text(port, instance, pools, parallel), Path(tmp), token)
+        run = Run(config_text(ctl.url, instance, pools, parallel), Path(tmp), token)
         try:
             for i in range(agents):
                 server.build_job(f"d{i}")

@@ -27,11 +27,11 @@ import pytest
 
 from agentpool.config import Config, load_config
 from agentpool.daemon import Engine
-from agentpool.testing.jenkins import Controller
-from agentpool.testing.jobs import freestyle_xml
-from agentpool.testing.noop_image import build_noop_image
+from agentpool_testing.jenkins import Controller
+from agentpool_testing.jobs import freestyle_xml
+from agentpool_testing.noop_image import build_noop_image
 
-from .conftest import BRIDGE, NOTHING, REPO, build_info, result, wait_for
+from .conftest import NOTHING, REPO, build_info, result, wait_for
 
 pytestmark = [pytest.mark.docker, pytest.mark.usefixtures("cleanup")]
 
@@ -50,10 +50,10 @@ def write_config(
 ) -> Config:
     lines = [
         "jenkins:",
-        f"  url: http://127.0.0.1:{controller.port}/",
+        f"  url: {controller.url}",
         "  user: admin",
         "  token_env: AGENTPOOL_TEST_TOKEN",
-        f"  agent_url: http://{BRIDGE}:{controller.port}/",
+        f"  agent_url: {controller.url}",
         f"instance: {instance}",
         "poll_interval: 1s",
         "metrics: {listen: null}",
