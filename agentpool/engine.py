@@ -30,6 +30,7 @@ from agentpool.logs import register_secret
 from agentpool.model import (
     NOTHING_IN_FLIGHT,
     AgentMemory,
+    CompleteLaunch,
     Cordon,
     HostView,
     InFlight,
@@ -232,6 +233,12 @@ class Engine:
                     decision("cordoned", **where, detail=action.detail)
                 else:
                     decision("cordon failed", logging.WARNING, **where, error=outcome.error)
+            case CompleteLaunch():
+                where = {"agent": action.agent, "pool": action.pool, "host": action.host}
+                if outcome.ok:
+                    decision("launch completed", **where, reason=action.reason.value, detail=action.detail)
+                else:
+                    decision("launch completion failed", logging.WARNING, **where, error=outcome.error)
             case RemoveOrphan():
                 self._orphan_removed(action, outcome)
             case _:

@@ -32,6 +32,7 @@ from agentpool.model import (
     LABEL_INSTANCE,
     LABEL_POOL,
     Action,
+    CompleteLaunch,
     Cordon,
     InFlight,
     Provision,
@@ -70,7 +71,7 @@ def volume_name(agent: str) -> str:
 def action_key(action: Action) -> str:
     """What an action acts on: one agent, or one leftover resource; one action per key at a time."""
     match action:
-        case Provision() | Reap() | Cordon():
+        case Provision() | Reap() | Cordon() | CompleteLaunch():
             return f"agent:{action.agent}"
         case RemoveOrphan():
             return orphan_key(action.kind, action.host, action.name)
@@ -153,7 +154,7 @@ class Executor:
         return True
 
     def _lane(self, action: Action) -> _Lane:
-        if isinstance(action, Provision):
+        if isinstance(action, Provision | CompleteLaunch):
             name, workers = f"launch-{action.host}", self._limits.get(action.host, 1)
         else:
             name, workers = "remove", REMOVAL_WORKERS
@@ -232,6 +233,8 @@ class Executor:
                 case Cordon():
                     self.jenkins.set_temporarily_offline(action.agent, True, f"agentpool: {action.detail}")
                     return Outcome(action, ok=True, removed=False)
+                case CompleteLaunch():
+                    return self.complete_launch(action)
                 case RemoveOrphan():
                     return self.remove_orphan(action)
                 case _:
@@ -242,6 +245,14 @@ class Executor:
             return _failed(action, exc)
 
     # -- provision -------------------------------------------------------------------------
+
+    def complete_launch(self, action: CompleteLaunch) -> Outcome:
+        """Nothing to undo on failure: the agent stays a starting one, reaped at launch_timeout."""
+        secret = self.jenkins.agent_secret(action.agent)
+        register_secret(secret)
+        self.agent_secrets[action.agent] = secret
+        self.hosts[action.host].complete_agent(action.container, secret)
+        return Outcome(action, ok=True, container_id=action.container)
 
     def _labels(self, pool: str, agent: str) -> dict[str, str]:
         return {LABEL_INSTANCE: self.config.instance, LABEL_POOL: pool, LABEL_AGENT: agent}
@@ -399,7 +410,7 @@ class Executor:
 
 def _subject(action: Action) -> str:
     match action:
-        case Provision() | Reap() | Cordon():
+        case Provision() | Reap() | Cordon() | CompleteLaunch():
             return action.agent
         case RemoveOrphan():
             return f"{action.kind} {action.name}"
@@ -412,6 +423,7 @@ def in_flight_of(actions: Iterable[Action]) -> InFlight:
     provisions: list[Provision] = []
     reaping: set[str] = set()
     cordoning: set[str] = set()
+    completing: set[str] = set()
     orphans: set[str] = set()
     for action in actions:
         match action:
@@ -421,8 +433,12 @@ def in_flight_of(actions: Iterable[Action]) -> InFlight:
                 reaping.add(action.agent)
             case Cordon():
                 cordoning.add(action.agent)
+            case CompleteLaunch():
+                completing.add(action.agent)
             case RemoveOrphan():
                 orphans.add(orphan_key(action.kind, action.host, action.name))
             case _:
                 assert_never(action)
-    return InFlight(tuple(provisions), frozenset(reaping), frozenset(cordoning), frozenset(orphans))
+    return InFlight(
+        tuple(provisions), frozenset(reaping), frozenset(cordoning), frozenset(orphans), frozenset(completing)
+    )

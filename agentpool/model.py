@@ -129,8 +129,8 @@ class InFlight:
     """The actions the executor is still performing when a pass starts (issued by earlier passes).
 
     The planner issues none of them again: a launching agent counts as starting capacity and
-    its node, container and volume are not orphans; an agent being reaped or cordoned gets no
-    other action and no longer counts as its pool's capacity; an orphan being removed is not
+    its node, container and volume are not orphans; an agent being reaped, cordoned or having
+    its interrupted launch completed gets no other action and no longer counts as its pool's capacity; an orphan being removed is not
     removed twice.
     """
 
@@ -138,6 +138,7 @@ class InFlight:
     reaping: frozenset[str] = frozenset()  # agents with a Reap in flight
     cordoning: frozenset[str] = frozenset()  # agents with a Cordon in flight
     orphans: frozenset[str] = frozenset()  # orphan keys (``orphan_key``) being removed
+    completing: frozenset[str] = frozenset()  # agents with a CompleteLaunch in flight
 
     @property
     def launching(self) -> frozenset[str]:
@@ -145,7 +146,7 @@ class InFlight:
 
     def busy(self, agent: str) -> bool:
         """Whether any action on ``agent`` is in flight."""
-        return agent in self.reaping or agent in self.cordoning or agent in self.launching
+        return any(agent in s for s in (self.reaping, self.cordoning, self.completing, self.launching))
 
 
 NOTHING_IN_FLIGHT = InFlight()
@@ -224,6 +225,7 @@ class Reason(StrEnum):
     ORPHAN = "orphan"
     BUSY_AGAIN = "busy-again"
     EXCESS_FREE_VOLUME = "excess-free-volume"
+    INTERRUPTED_LAUNCH = "interrupted-launch"
 
 
 @dataclass(frozen=True, slots=True)
@@ -284,6 +286,20 @@ class ResourceKind(StrEnum):
 
 
 @dataclass(frozen=True, slots=True)
+class CompleteLaunch:
+    """Start an agent whose launch was cut short after its container was created (a crash or
+    kill -9 between create and start): copy its secret in again and start the container, so the
+    build it was started for gets this agent, not a second one."""
+
+    agent: str
+    pool: str
+    host: str
+    container: str  # the created container's id
+    reason: Reason
+    detail: str
+
+
+@dataclass(frozen=True, slots=True)
 class RemoveOrphan:
     """Remove one leftover resource of this instance that has no counterpart."""
 
@@ -316,7 +332,7 @@ class Unserved:
     reason: UnservedReason = UnservedReason.NO_POOL
 
 
-Action = Provision | Reap | Cordon | RemoveOrphan
+Action = Provision | Reap | Cordon | CompleteLaunch | RemoveOrphan
 
 
 @dataclass(frozen=True, slots=True)

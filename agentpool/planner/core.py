@@ -78,7 +78,7 @@ def assess_agents(
         if reaping:
             # Being removed: no second action, no capacity; its container holds its host's room.
             result = Assessment(result.memory, on_host=True, recovered=result.recovered)
-        elif name in in_flight.cordoning:
+        elif name in in_flight.cordoning or name in in_flight.completing:
             result = replace(result, action=None)
         if result.action is not None:
             actions.append(result.action)

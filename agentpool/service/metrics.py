@@ -23,7 +23,7 @@ from prometheus_client.registry import Collector
 from agentpool.model import AgentState
 
 SYSTEMS = ("jenkins", "docker")
-IN_FLIGHT_KINDS = ("launch", "reap", "cordon", "orphan")
+IN_FLIGHT_KINDS = ("launch", "reap", "cordon", "complete", "orphan")
 
 ONLINE_BUCKETS = (1.0, 2.0, 5.0, 10.0, 15.0, 20.0, 30.0, 45.0, 60.0, 90.0, 120.0, 180.0, 300.0, 600.0)
 LIFECYCLE_BUCKETS = (5.0, 15.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0, 3600.0, 7200.0, 21600.0, 86400.0)

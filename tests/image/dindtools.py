@@ -15,7 +15,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
-# AGENTPOOL_IMAGE: test an image built under another tag (images/build honours the same variable).
 IMAGE = os.environ.get("AGENTPOOL_IMAGE", "agentpool/dind-agent:latest")
 BUSYBOX = "agentpool/busybox:latest"
 

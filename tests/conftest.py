@@ -1,0 +1,29 @@
+"""Keeps the slow suites apart when pytest-xdist spreads the tests over workers.
+
+`scripts/test.sh` runs the suite with ``-n … --dist loadgroup``. A fleet of engines, a systemd
+host or an image fixture is expensive and scoped to a session or a module: every test of such a
+suite goes to one worker (its group), and each end-to-end module stays on one worker, so no
+fixture is brought up twice and the workers mostly wait on real engines side by side.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+_TESTS = Path(__file__).resolve().parent
+_WHOLE_SUITE_GROUPS = {"fleet", "systemd", "image"}
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        try:
+            relative = Path(item.path).resolve().relative_to(_TESTS)
+        except ValueError:
+            continue
+        suite = relative.parts[0] if len(relative.parts) > 1 else ""
+        if suite in _WHOLE_SUITE_GROUPS:
+            item.add_marker(pytest.mark.xdist_group(suite))
+        elif suite == "e2e":
+            item.add_marker(pytest.mark.xdist_group(str(relative)))
