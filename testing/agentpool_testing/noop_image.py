@@ -17,8 +17,8 @@ import docker
 import docker.errors
 
 BASE = "agentpool/offline-base:bookworm"
-NOOP_IMAGE = "agentpool/noop-agent:concurrent"
-DEAF_IMAGE = "agentpool/noop-agent:concurrent-sigterm-deaf"
+NOOP_IMAGE = "agentpool/noop-agent:concurrent-2"
+DEAF_IMAGE = "agentpool/noop-agent:concurrent-2-sigterm-deaf"
 
 ENTRYPOINT = """#!/bin/bash
 set -eu
@@ -26,7 +26,10 @@ set -eu
 jar=/tmp/agent.jar
 curl -fsS --retry 5 --retry-delay 1 --retry-all-errors -o "$jar" "${{JENKINS_URL%/}}/jnlpJars/agent.jar"
 # a client JVM's start-up (C1 only, serial GC): a dozen agents start at once on two cores
-java -XX:TieredStopAtLevel=1 -XX:+UseSerialGC -XX:-UsePerfData -jar "$jar" -url "$JENKINS_URL" -secret "$JENKINS_SECRET" -name "$JENKINS_AGENT_NAME" \\
+# agentpool hands the secret over as a file (JENKINS_SECRET_FILE); `-secret @FILE` reads it
+secret="${{JENKINS_SECRET:-}}"
+[ -n "${{JENKINS_SECRET_FILE:-}}" ] && secret="@$JENKINS_SECRET_FILE"
+java -XX:TieredStopAtLevel=1 -XX:+UseSerialGC -XX:-UsePerfData -jar "$jar" -url "$JENKINS_URL" -secret "$secret" -name "$JENKINS_AGENT_NAME" \\
     -webSocket -workDir "${{JENKINS_AGENT_WORKDIR:-/home/jenkins/agent}}" </dev/null &
 wait $! || true
 while :; do sleep 1; done
