@@ -70,8 +70,8 @@ class Backend(Protocol):
         """Hand a created, never started agent container its secret and start it."""
         ...
 
-    def remove_agent(self, agent: str, /) -> None:
-        """Stop and remove the agent (by name or id) and its anonymous resources."""
+    def remove_agent(self, agent: str, stop_timeout: float = 10.0, /) -> None:
+        """Stop the agent (by name or id; killed after ``stop_timeout`` s), remove it and its anonymous resources."""
         ...
 
     def close(self) -> None: ...

@@ -313,6 +313,7 @@ PollInterval = Annotated[float, BeforeValidator(_within(0.5, 3600))]
 RequestTimeout = Annotated[float, BeforeValidator(_within(1, 600))]
 IdleTimeout = Annotated[float, BeforeValidator(_within(1, 30 * 86400))]
 LaunchTimeout = Annotated[float, BeforeValidator(_within(1, 86400))]
+StopTimeout = Annotated[float, BeforeValidator(_within(0, 3600))]
 Bytes = Annotated[int, BeforeValidator(parse_bytes)]
 Count = Annotated[int, Field(ge=0, le=MAX_COUNT)]
 
@@ -396,6 +397,8 @@ class DockerHostConfig(_Model):
     name: str
     url: str
     max_agents: Count = 20
+    # launches started at once on this engine (each is node, secret, volume, container)
+    max_parallel_launches: int = Field(default=4, ge=1, le=64)
     tls: Annotated[DockerTLSConfig | None, BeforeValidator(_tls_shorthand)] = None
     cert_path: str | None = None  # a directory with ca.pem, cert.pem, key.pem (DOCKER_CERT_PATH)
     # budgets for the agents of pools that set cpus/memory (agents of pools that do not count 0)
@@ -448,6 +451,7 @@ class PoolConfig(_Model):
     max_agents: Count = 10
     idle_timeout: IdleTimeout = 300.0
     launch_timeout: LaunchTimeout = 180.0
+    stop_timeout: StopTimeout = 10.0  # SIGTERM grace of a removed agent's container, then SIGKILL
     one_shot: bool = False
     exclusive: bool = True
     security: Literal["privileged", "capabilities", "sysbox"] = "privileged"

@@ -1,9 +1,13 @@
 """The daemon: runs the engine's pass once per ``poll_interval``, handles signals and reload.
 
-Passes never overlap (APScheduler job with one instance, missed runs coalesced); an
-unreadable Jenkins (or a bug) backs the loop off, bounded. SIGTERM finishes the current
-pass and exits, leaving agents running; SIGHUP reloads the config, keeping the old one when
-the new one is invalid. What a pass does is the engine's business (:mod:`agentpool.engine`).
+Passes never overlap (APScheduler job with one instance, missed runs coalesced, its own
+log lines about skipped ticks silenced) and never wait for the actions they issue: those
+run in the background and the next pass sees them in flight. A pass longer than
+``poll_interval`` is counted and warned about at most once a minute. An unreadable Jenkins
+(or a bug) backs the loop off, bounded. SIGTERM finishes the current pass, waits (bounded)
+for the actions in flight and exits 0, leaving agents running; SIGHUP reloads the config,
+keeping the old one when the new one is invalid. What a pass does is the engine's business
+(:mod:`agentpool.engine`).
 """
 
 from __future__ import annotations
@@ -38,12 +42,23 @@ class Daemon:
     """The long-running process: scheduler, signals, reload, and the service hooks."""
 
     MAX_BACKOFF = 60.0
+    OVERRUN_WARNING_EVERY = 60.0
 
     def __init__(
-        self, config_path: str, engine: Engine, service: Service | None = None, clock: Clock = time.time
+        self,
+        config_path: str,
+        engine: Engine,
+        service: Service | None = None,
+        clock: Clock = time.time,
+        *,
+        monotonic: Clock = time.monotonic,
     ) -> None:
         self.config_path = config_path
         self.clock = clock
+        self.monotonic = monotonic
+        self._overruns = 0  # since the last warning
+        self._overrun_warned: float | None = None
+        self.unfinished = 0  # actions still in flight when the daemon exited
         self.engine = engine
         self.service = service
         self._stop = threading.Event()
@@ -59,10 +74,12 @@ class Daemon:
         if now < self._skip_until:
             return
         try:
-            report = self.engine.run_pass()
+            report = self.engine.run_pass(wait=False)
         except Exception:  # a bug must not stop the loop; the traceback goes to the log
             log.exception("pass failed unexpectedly")
             report = None
+        if report is not None:
+            self._check_overrun(report.duration)
         # Only an unreadable Jenkins (or a bug) slows the loop down: with one engine down the
         # planner still serves through the others, and nothing about that engine is decided.
         if report is not None and report.observed.queue is not None:
@@ -84,11 +101,33 @@ class Daemon:
                 error=report.error if report else "unexpected error (traceback above)",
             )
 
+    def _check_overrun(self, duration: float) -> None:
+        interval = self.engine.config.poll_interval
+        if duration <= interval:
+            return
+        self.engine.hooks.pass_overrun(duration)
+        self._overruns += 1
+        now = self.monotonic()
+        if self._overrun_warned is not None and now - self._overrun_warned < self.OVERRUN_WARNING_EVERY:
+            return
+        decision(
+            "pass overran",
+            logging.WARNING,
+            seconds=round(duration, 1),
+            poll_interval=interval,
+            passes=self._overruns,
+            detail="ticks were skipped meanwhile; at most one such line a minute",
+        )
+        self._overruns = 0
+        self._overrun_warned = now
+
     def _schedule(self) -> None:
         from apscheduler.schedulers.background import BackgroundScheduler
 
-        # Its INFO lines ("Running job …") would double every pass in the log.
-        logging.getLogger("apscheduler").setLevel(logging.WARNING)
+        # Its INFO lines ("Running job …") would double every pass in the log, and its
+        # WARNING per skipped tick ("maximum number of running instances reached") repeat
+        # every second of a long pass: overruns are counted and warned about in _tick.
+        logging.getLogger("apscheduler").setLevel(logging.ERROR)
 
         self._scheduler = BackgroundScheduler(
             job_defaults={"coalesce": True, "max_instances": 1, "misfire_grace_time": None}
@@ -149,10 +188,23 @@ class Daemon:
                     self._reload.clear()
                     self.reload()
         finally:
-            decision("stopping", detail="finishing the current pass; agents keep running")
+            decision(
+                "stopping", detail="finishing the current pass and the actions in flight; agents keep running"
+            )
             self._scheduler.shutdown(wait=True)
             if self.service is not None:
                 self.service.stopping()
+            if not self.engine.finish():
+                left = self.engine.executor.in_flight()
+                self.unfinished = (
+                    len(left.provisions) + len(left.reaping) + len(left.cordoning) + len(left.orphans)
+                )
+                decision(
+                    "stopped waiting",
+                    logging.WARNING,
+                    actions=self.unfinished,
+                    detail="the next start adopts or removes what they leave",
+                )
             if self.service is not None:
                 self.service.stop()
             self.engine.close()

@@ -1,8 +1,10 @@
 """The engine: observe, plan, execute, remember — one pass, with no scheduling of its own.
 
-One pass reads Jenkins (nodes, then queue: two requests) and every backend (two requests
-each for a Docker engine), asks the pure planner what to do, has the executor do it, and
-folds the outcomes back into the planner's memory. The engine holds no state file: after a
+One pass folds the outcomes of actions finished since the last pass into the planner's
+memory, reads Jenkins (nodes, then queue: two requests) and every backend (two requests
+each for a Docker engine), asks the pure planner what to do — telling it what is still in
+flight — and hands the actions to the executor, which performs them in the background.
+The daemon's passes do not wait for them (``wait=False``); ``once``, ``drain`` and tests do. The engine holds no state file: after a
 restart the planner adopts what it finds. When passes run, signals and reloads are the
 daemon's business (:mod:`agentpool.daemon`); metrics and sd_notify listen through
 :class:`agentpool.report.Hooks`.
@@ -28,10 +30,12 @@ from agentpool.hostimages import ImageKeeper
 from agentpool.hoststatus import host_status
 from agentpool.logs import register_secret
 from agentpool.model import (
+    NOTHING_IN_FLIGHT,
     AgentMemory,
     CompleteLaunch,
     Cordon,
     HostView,
+    InFlight,
     Memory,
     Node,
     Observed,
@@ -42,6 +46,10 @@ from agentpool.model import (
 from agentpool.report import Hooks, Outcome, PassReport
 
 log = logging.getLogger("agentpool")
+
+# Seconds a stop or reload waits for in-flight actions beyond the longest container stop
+# and one Jenkins call (a launch is a few calls of each).
+DRAIN_MARGIN = 20.0
 
 Clock = Callable[[], float]
 BackendFactory = Callable[[DockerHostConfig], Backend]
@@ -109,6 +117,14 @@ class Engine:
         with self.lock:
             if config == self.config:
                 return
+            # The old executor's actions use the old adapters: they finish (bounded) first.
+            if not self.executor.wait(self.drain_timeout()):
+                log.warning(
+                    "reload: actions still in flight after %.0fs; their outcomes are lost",
+                    self.drain_timeout(),
+                )
+            self._collect()
+            self.executor.close()
             old_hosts = self.hosts
             used = {a.host for a in self.memory.agents.values()}
             retired = {n: b for n, b in old_hosts.items() if config.host(n) is None and n in used}
@@ -123,13 +139,26 @@ class Engine:
         for name in [n for n in self.hosts if self.config.host(n) is None and n not in used]:
             self.hosts.pop(name).close()
 
+    def drain_timeout(self) -> float:
+        """How long a stop or reload waits for actions in flight: the longest stop, launch or call."""
+        stops = max((p.stop_timeout for p in self.config.pools), default=10.0)
+        return stops + self.config.jenkins.timeout + DRAIN_MARGIN
+
+    def finish(self, timeout: float | None = None) -> bool:
+        """Wait for the actions in flight (bounded) and fold their outcomes in; False when some remain."""
+        done = self.executor.wait(self.drain_timeout() if timeout is None else timeout)
+        with self.lock:
+            self._collect()
+        return done
+
     def close(self) -> None:
+        self.executor.close()
         for host in self.hosts.values():
             host.close()
 
     # -- one pass --------------------------------------------------------------------------
 
-    def observe(self) -> Observed:
+    def observe(self, in_flight: InFlight = NOTHING_IN_FLIGHT) -> Observed:
         nodes: tuple[Node, ...] | None = None
         queue = None
         error = ""
@@ -147,12 +176,22 @@ class Engine:
                 self.hooks.api_error(System.DOCKER, ErrorKind.UNREACHABLE)
             views.append(view)
         views = self.images.annotate(self.config, self.hosts, views)
-        return Observed(queue=queue, nodes=nodes, hosts=tuple(views), jenkins_error=error)
+        return Observed(
+            queue=queue, nodes=nodes, hosts=tuple(views), jenkins_error=error, in_flight=in_flight
+        )
 
-    def run_pass(self, *, execute: bool = True) -> PassReport:
+    def run_pass(self, *, execute: bool = True, wait: bool = True) -> PassReport:
+        """One pass; with ``wait`` it also waits for its actions and folds their outcomes in.
+
+        ``report.outcomes`` holds the outcomes folded in during this pass: those of earlier
+        passes' actions that finished since, and with ``wait`` those of this pass.
+        """
         with self.lock:
             started, ticks = self.clock(), self.monotonic()
-            observed = self.observe()
+            # Outcomes first, then what is in flight, then the observation: an action that
+            # finishes while we observe is still in flight for this pass' decisions.
+            finished, in_flight = self._collect()
+            observed = self.observe(in_flight)
             plan, memory = planner.plan(observed, self.config, self.memory, self.clock())
             self._log_new_online(self.memory, memory)
             report = PassReport(started=started, duration=0.0, observed=observed, plan=plan)
@@ -160,9 +199,13 @@ class Engine:
             # was observed, so the agents can be shown; nothing is done about them.
             self.memory = memory
             if execute:
-                report.outcomes = self.executor.execute(plan.actions)
-                for outcome in report.outcomes:
-                    self._apply(outcome)
+                for action in plan.actions:
+                    self.executor.submit(action)
+                if wait:
+                    self.executor.wait()
+                    finished += self._collect()[0]
+            report.outcomes = finished
+            report.launch_high_water = {h: st.high_water for h, st in self.executor.launch_stats().items()}
             problems = [observed.jenkins_error] + [h.error for h in observed.hosts if not h.reachable]
             report.error = "; ".join(p for p in problems if p)
             report.ok = observed.queue is not None and all(h.reachable for h in observed.hosts)
@@ -173,6 +216,13 @@ class Engine:
             self._drop_retired()
             self.hooks.pass_done(report, self.memory, self.config)
             return report
+
+    def _collect(self) -> tuple[list[Outcome], InFlight]:
+        """Fold the finished outcomes into memory; what is still in flight."""
+        finished, in_flight = self.executor.collect()
+        for outcome in finished:
+            self._apply(outcome)
+        return finished, in_flight
 
     def _log_new_online(self, before: Memory, after: Memory) -> None:
         for name, agent in after.agents.items():

@@ -3,16 +3,25 @@
 Each action is all-or-nothing as far as it can be: a provision that fails at any step
 undoes the steps before it, so a failed launch leaves no node, volume or agent behind.
 A reap takes the node offline and re-reads its executors before removing anything, so a
-build that was assigned in the meantime is never killed. Actions run on a small thread pool
-(they are I/O bound) and each returns an :class:`Outcome`; nothing here raises: any
+build that was assigned in the meantime is never killed. Nothing here raises: any
 exception, expected or not, is caught per action and goes through the action's undo path.
+
+Actions run in the background (:meth:`Executor.submit`), on lanes of worker threads:
+one lane per backend host for launches, bounded by its ``max_parallel_launches``, and one
+lane for everything else (reaps, cordons, orphan removals), so a container that is slow to
+stop never delays a launch. The engine collects finished outcomes and what is still in
+flight at the start of each pass (:meth:`Executor.collect`, one lock); an action already in
+flight for the same agent or resource is refused, never performed twice.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Mapping
-from concurrent.futures import ThreadPoolExecutor
+import queue
+import threading
+import time
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, assert_never
 
 from agentpool.backend import AgentSpec, Backend, JenkinsPort
@@ -25,19 +34,21 @@ from agentpool.model import (
     Action,
     CompleteLaunch,
     Cordon,
+    InFlight,
     Provision,
     Reap,
     Reason,
     RemoveOrphan,
     ResourceKind,
 )
+from agentpool.planner.memory import orphan_key
 from agentpool.report import Outcome
 from agentpool.security import host_config_fields, host_config_kwargs
 
 if TYPE_CHECKING:
     from agentpool.config import Config, PoolConfig
 
-__all__ = ["Executor", "Outcome", "volume_name"]
+__all__ = ["Executor", "Outcome", "action_key", "volume_name"]
 
 log = logging.getLogger("agentpool.executor")
 
@@ -57,23 +68,70 @@ def volume_name(agent: str) -> str:
     return f"{agent}-docker"
 
 
+def action_key(action: Action) -> str:
+    """What an action acts on: one agent, or one leftover resource; one action per key at a time."""
+    match action:
+        case Provision() | Reap() | Cordon() | CompleteLaunch():
+            return f"agent:{action.agent}"
+        case RemoveOrphan():
+            return orphan_key(action.kind, action.host, action.name)
+        case _:
+            assert_never(action)
+
+
+# A removal lane's size: reaps wait on container stops (up to a pool's stop_timeout each).
+REMOVAL_WORKERS = 8
+
+
+class _Lane:
+    """A queue and its worker threads (daemon threads: an exit never waits on a stuck call)."""
+
+    def __init__(self, name: str, workers: int) -> None:
+        self._queue: queue.SimpleQueue[Callable[[], None] | None] = queue.SimpleQueue()
+        self._threads = [
+            threading.Thread(target=self._work, name=f"{name}-{i}", daemon=True) for i in range(workers)
+        ]
+        for thread in self._threads:
+            thread.start()
+
+    def put(self, job: Callable[[], None]) -> None:
+        self._queue.put(job)
+
+    def close(self) -> None:
+        for _ in self._threads:
+            self._queue.put(None)
+
+    def _work(self) -> None:
+        while (job := self._queue.get()) is not None:
+            job()
+
+
+@dataclass(frozen=True)
+class LaunchStats:
+    """Launches running at once on one host: now and the most since the executor started."""
+
+    running: int
+    high_water: int
+
+
 class Executor:
     """Carries out actions; one instance per loaded config."""
 
-    def __init__(
-        self,
-        config: Config,
-        jenkins: JenkinsPort,
-        hosts: Mapping[str, Backend],
-        workers: int = 4,
-    ) -> None:
+    def __init__(self, config: Config, jenkins: JenkinsPort, hosts: Mapping[str, Backend]) -> None:
         self.config = config
         self.jenkins = jenkins
         self.hosts = hosts
         self._pools = {pool.name: pool for pool in config.pools}
-        self._workers = workers
+        self._orphan_stop = max((p.stop_timeout for p in config.pools), default=10.0)
         # agent -> its secret, masked in our logs while the agent exists
         self.agent_secrets: dict[str, str] = {}
+        self._lock = threading.Condition()
+        self._in_flight: dict[str, Action] = {}
+        self._done: list[Outcome] = []
+        self._running: dict[str, int] = {}
+        self._high_water: dict[str, int] = {}
+        self._lanes: dict[str, _Lane] = {}
+        self._limits = {h.name: h.max_parallel_launches for h in config.docker_hosts}
 
     def forget_agent(self, agent: str) -> None:
         """The agent is gone and its last log lines are written: stop masking its secret."""
@@ -81,14 +139,89 @@ class Executor:
         if secret:
             forget_secret(secret)
 
+    # -- in the background -----------------------------------------------------------------
+
+    def submit(self, action: Action) -> bool:
+        """Start ``action`` in the background; False (and nothing done) when its key is in flight."""
+        key = action_key(action)
+        with self._lock:
+            if key in self._in_flight:
+                log.error("%s of %s refused: an action on it is still in flight", type(action).__name__, key)
+                return False
+            self._in_flight[key] = action
+            lane = self._lane(action)
+        lane.put(lambda: self._run(key, action))
+        return True
+
+    def _lane(self, action: Action) -> _Lane:
+        if isinstance(action, Provision | CompleteLaunch):
+            name, workers = f"launch-{action.host}", self._limits.get(action.host, 1)
+        else:
+            name, workers = "remove", REMOVAL_WORKERS
+        lane = self._lanes.get(name)
+        if lane is None:
+            lane = self._lanes[name] = _Lane(f"agentpool-{name}", workers)
+        return lane
+
+    def _run(self, key: str, action: Action) -> None:
+        host = action.host if isinstance(action, Provision) else None
+        if host is not None:
+            with self._lock:
+                running = self._running[host] = self._running.get(host, 0) + 1
+                self._high_water[host] = max(self._high_water.get(host, 0), running)
+        outcome = self.perform(action)
+        with self._lock:
+            if host is not None:
+                self._running[host] -= 1
+            del self._in_flight[key]
+            self._done.append(outcome)
+            self._lock.notify_all()
+
+    def collect(self) -> tuple[list[Outcome], InFlight]:
+        """The outcomes finished since the last call, in order, and what is still in flight (atomically)."""
+        with self._lock:
+            done, self._done = self._done, []
+            actions = list(self._in_flight.values())
+        return done, in_flight_of(actions)
+
+    def in_flight(self) -> InFlight:
+        """What is still in flight, leaving the finished outcomes to :meth:`collect`."""
+        with self._lock:
+            return in_flight_of(list(self._in_flight.values()))
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Block until nothing is in flight (True) or ``timeout`` seconds passed (False)."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        with self._lock:
+            while self._in_flight:
+                left = None if deadline is None else deadline - time.monotonic()
+                if left is not None and left <= 0:
+                    return False
+                self._lock.wait(left)
+        return True
+
+    def launch_stats(self) -> dict[str, LaunchStats]:
+        with self._lock:
+            return {
+                host: LaunchStats(self._running.get(host, 0), high) for host, high in self._high_water.items()
+            }
+
+    def close(self) -> None:
+        """Stop the worker threads once their queues are empty (in-flight actions still finish)."""
+        with self._lock:
+            lanes, self._lanes = list(self._lanes.values()), {}
+        for lane in lanes:
+            lane.close()
+
     def execute(self, actions: Iterable[Action]) -> list[Outcome]:
+        """Perform ``actions`` in the background and wait for them all; their outcomes, in order."""
         batch = list(actions)
-        if not batch:
-            return []
-        if len(batch) == 1:
-            return [self.perform(batch[0])]
-        with ThreadPoolExecutor(max_workers=self._workers, thread_name_prefix="agentpool-act") as pool:
-            return list(pool.map(self.perform, batch))
+        for action in batch:
+            self.submit(action)
+        self.wait()
+        done, _ = self.collect()
+        by_action = {id(o.action): o for o in done}
+        return [by_action[id(a)] for a in batch if id(a) in by_action]
 
     def perform(self, action: Action) -> Outcome:
         try:
@@ -240,11 +373,15 @@ class Executor:
                 self._back_online(agent)
             raise
         if host is not None:
-            host.remove_agent(agent)
+            host.remove_agent(agent, self._stop_timeout(action.pool))
             volume = volume or action.volume or volume_name(agent)
             if not action.keep_volume:
                 host.remove_volume(volume)
         return Outcome(action, ok=True, removed=True, volume=volume or "", log_tail=tail)
+
+    def _stop_timeout(self, pool: str) -> float:
+        config = self._pools.get(pool)
+        return config.stop_timeout if config is not None else self._orphan_stop
 
     def _back_online(self, agent: str) -> None:
         try:
@@ -262,7 +399,7 @@ class Executor:
             case ResourceKind.CONTAINER:
                 host = self.hosts[action.host]
                 tail = host.logs_tail(action.name)
-                host.remove_agent(action.name)
+                host.remove_agent(action.name, self._orphan_stop)
                 return Outcome(action, ok=True, log_tail=tail)
             case ResourceKind.VOLUME:
                 self.hosts[action.host].remove_volume(action.name)
@@ -279,3 +416,29 @@ def _subject(action: Action) -> str:
             return f"{action.kind} {action.name}"
         case _:
             assert_never(action)
+
+
+def in_flight_of(actions: Iterable[Action]) -> InFlight:
+    """The planner's view of actions still being performed."""
+    provisions: list[Provision] = []
+    reaping: set[str] = set()
+    cordoning: set[str] = set()
+    completing: set[str] = set()
+    orphans: set[str] = set()
+    for action in actions:
+        match action:
+            case Provision():
+                provisions.append(action)
+            case Reap():
+                reaping.add(action.agent)
+            case Cordon():
+                cordoning.add(action.agent)
+            case CompleteLaunch():
+                completing.add(action.agent)
+            case RemoveOrphan():
+                orphans.add(orphan_key(action.kind, action.host, action.name))
+            case _:
+                assert_never(action)
+    return InFlight(
+        tuple(provisions), frozenset(reaping), frozenset(cordoning), frozenset(orphans), frozenset(completing)
+    )

@@ -274,6 +274,7 @@ def parse(text: str) -> Expr:
     return expr
 
 
+@lru_cache(maxsize=4096)
 def normalise(text: str) -> str:
     """The expression as Jenkins prints it (``docker && linux`` → ``docker&&linux``)."""
     return str(parse(text))

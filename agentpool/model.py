@@ -127,6 +127,34 @@ class HostView:
 
 
 @dataclass(frozen=True, slots=True)
+class InFlight:
+    """The actions the executor is still performing when a pass starts (issued by earlier passes).
+
+    The planner issues none of them again: a launching agent counts as starting capacity and
+    its node, container and volume are not orphans; an agent being reaped, cordoned or having
+    its interrupted launch completed gets no other action and no longer counts as its pool's capacity; an orphan being removed is not
+    removed twice.
+    """
+
+    provisions: tuple[Provision, ...] = ()
+    reaping: frozenset[str] = frozenset()  # agents with a Reap in flight
+    cordoning: frozenset[str] = frozenset()  # agents with a Cordon in flight
+    orphans: frozenset[str] = frozenset()  # orphan keys (``orphan_key``) being removed
+    completing: frozenset[str] = frozenset()  # agents with a CompleteLaunch in flight
+
+    @property
+    def launching(self) -> frozenset[str]:
+        return frozenset(p.agent for p in self.provisions)
+
+    def busy(self, agent: str) -> bool:
+        """Whether any action on ``agent`` is in flight."""
+        return any(agent in s for s in (self.reaping, self.cordoning, self.completing, self.launching))
+
+
+NOTHING_IN_FLIGHT = InFlight()
+
+
+@dataclass(frozen=True, slots=True)
 class Observed:
     """Everything one pass saw. ``queue``/``nodes`` are None when Jenkins could not be read."""
 
@@ -134,6 +162,7 @@ class Observed:
     nodes: tuple[Node, ...] | None
     hosts: tuple[HostView, ...]
     jenkins_error: str = ""
+    in_flight: InFlight = NOTHING_IN_FLIGHT
 
 
 class AgentState(StrEnum):

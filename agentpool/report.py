@@ -44,6 +44,8 @@ class PassReport:
     outcomes: list[Outcome] = field(default_factory=list)
     ok: bool = True
     error: str = ""
+    # per host: the most launches that ran at once since the start (never above its bound)
+    launch_high_water: dict[str, int] = field(default_factory=dict)
 
 
 class Hooks:
@@ -60,6 +62,9 @@ class Hooks:
 
     def agent_online(self, pool: str, waited: float) -> None:
         """Called when an agent connects for the first time: seconds since it was needed."""
+
+    def pass_overrun(self, seconds: float) -> None:
+        """Called for every pass that took longer than ``poll_interval``."""
 
 
 class EngineControl(Protocol):

@@ -63,12 +63,25 @@ def _node_label(node: Node) -> str:
     return "&&".join(normalise(label) for label in labels)
 
 
+# The nodes of the last queue read, by name: every item of one read looks them up in the same
+# answer, and building the index per item made a read O(items × nodes).
+_index: tuple[Sequence[Node], dict[str, Node]] = ((), {})
+
+
+def _by_name(nodes: Sequence[Node]) -> dict[str, Node]:
+    global _index
+    seen, index = _index
+    if seen is not nodes:
+        index = {node.name: node for node in nodes}
+        _index = (nodes, index)
+    return index
+
+
 def _from_why(why: str, nodes: Sequence[Node]) -> str | None:
     text = why.strip()
     if text == _NO_LABEL:
         # Jenkins drops the label while no agent node exists: the item may well have one.
         return "" if nodes else None
-    by_name = {node.name: node for node in nodes}
     # A composite blockage joins several causes with "; ": the first one we understand wins.
     for part in text.split("; "):
         for pattern, kind in _TEMPLATES:
@@ -78,8 +91,8 @@ def _from_why(why: str, nodes: Sequence[Node]) -> str | None:
             quoted = match.group(1)
             if kind == "unlabelled":
                 return ""
-            if kind in ("node", "label-or-node") and quoted in by_name:
-                return _node_label(by_name[quoted])
+            if kind in ("node", "label-or-node") and (node := _by_name(nodes).get(quoted)) is not None:
+                return _node_label(node)
             return _normalised(quoted)
     return None
 

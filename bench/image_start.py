@@ -18,10 +18,12 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
+from datetime import datetime
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-IMAGE = "agentpool/dind-agent:latest"
+DEFAULT_IMAGE = "agentpool/dind-agent:latest"
+IMAGE = DEFAULT_IMAGE  # --image
 READY_LINE = "inner docker engine ready"
 CAPABILITIES = [
     "--cap-add=ALL",
@@ -90,7 +92,17 @@ def bench_engine(runs: int) -> dict[str, str]:
     }
 
 
-def bench_agent(runs: int) -> dict[str, str]:
+def ready_at(name: str) -> float | None:
+    """Wall time of the entrypoint's "engine ready" line (the engine's own log timestamps)."""
+    proc = subprocess.run(["docker", "logs", "-t", name], capture_output=True, text=True, check=False)
+    for line in (proc.stdout + proc.stderr).splitlines():
+        stamp, _, text = line.partition(" ")
+        if READY_LINE in text and stamp[:4].isdigit():
+            return datetime.fromisoformat(stamp[:26] + "+00:00").timestamp()
+    return None
+
+
+def bench_agent(runs: int, agent_first: bool = True) -> dict[str, str]:
     """Start → agent connected (WebSocket), against the project's controller on the host."""
     import jenkins
 
@@ -102,6 +114,7 @@ def bench_agent(runs: int) -> dict[str, str]:
     if not BUILT_JAR.exists():
         subprocess.run([str(REPO / "scripts" / "build-agent-jar")], check=True, capture_output=True)
     samples: list[float] = []
+    usable: list[float] = []
     user, token = "bench", secrets.token_hex(16)
     gateway = bridge_gateway()  # the host, seen from a container on the default bridge
     with Controller(listen=f"{gateway}:0", user=user, token=token) as ctl:
@@ -124,20 +137,30 @@ def bench_agent(runs: int) -> dict[str, str]:
                 "JENKINS_SECRET": ctl.secret(node),
                 "JENKINS_AGENT_NAME": node,
                 "JENKINS_WEB_SOCKET": "true",
+                "DIND_AGENT_FIRST": "true" if agent_first else "false",
             }
             run = ["run", "-d", "--name", name, *CAPABILITIES, "-v", f"{volume}:/var/lib/docker"]
             for key, value in env.items():
                 run += ["-e", f"{key}={value}"]
             try:
-                start = time.monotonic()
+                start, wall = time.monotonic(), time.time()
                 docker(*run, IMAGE)
                 wait_for(lambda n=node: not server.get_node_info(n)["offline"], f"{node} connected")
                 samples.append(time.monotonic() - start)
+                connected = wall + samples[-1]
+                wait_for(lambda c=name: READY_LINE in logs(c), f"{name}'s engine ready")
+                ready = ready_at(name)
+                assert ready is not None, f"no timestamped ready line from {name}"
+                usable.append(max(connected, ready) - wall)
             finally:
                 docker("rm", "-f", name)
                 docker("volume", "rm", "-f", volume)
                 server.delete_node(node)
-    return {"start → Jenkins agent connected (WebSocket, new volume)": median_ms(samples)}
+    order = "agent first" if agent_first else "engine first"
+    return {
+        f"start → Jenkins agent connected (WebSocket, new volume, {order})": median_ms(samples),
+        f"start → agent connected and inner engine ready ({order})": median_ms(usable),
+    }
 
 
 def write_section(path: Path, body: str) -> None:
@@ -159,7 +182,13 @@ def main() -> int:
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--controller", action="store_true", help="also measure start → agent connected")
     parser.add_argument("--write", type=Path, help="replace the section in this markdown file")
+    parser.add_argument("--image", default=DEFAULT_IMAGE, help=f"the agent image (default {DEFAULT_IMAGE})")
+    parser.add_argument(
+        "--orders", action="store_true", help="with --controller: agent first and engine first, both"
+    )
     args = parser.parse_args()
+    global IMAGE
+    IMAGE = args.image
 
     size = int(docker("image", "inspect", "--format", "{{.Size}}", IMAGE))
     base_label = '{{index .Config.Labels "org.agentpool.base"}}'
@@ -168,6 +197,8 @@ def main() -> int:
     results.update(bench_engine(args.runs))
     if args.controller:
         results.update(bench_agent(args.runs))
+        if args.orders:
+            results.update(bench_agent(args.runs, agent_first=False))
 
     command = "python3 bench/image_start.py " + " ".join(sys.argv[1:])
     cpus = subprocess.run(["nproc"], capture_output=True, text=True, check=False).stdout.strip()

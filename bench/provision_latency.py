@@ -30,6 +30,8 @@ from agentpool_testing.network import bridge_gateway
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--runs", type=int, default=10)
+    parser.add_argument("--image", default="agentpool/dind-agent:latest")
+    parser.add_argument("--volume", default="per-agent", choices=("per-agent", "reuse"))
     args = parser.parse_args()
     token = secrets.token_hex(8)
     instance = "l" + secrets.token_hex(3)
@@ -43,7 +45,7 @@ instance: {instance}
 poll_interval: 0.5s
 metrics: {{listen: null}}
 pools:
-  - {{name: dind, labels: [docker], image: "agentpool/dind-agent:latest", security: capabilities,
+  - {{name: dind, labels: [docker], image: "{args.image}", security: capabilities, docker_volume: {args.volume},
       cap_drop: [SYS_RESOURCE], max_agents: 1, idle_timeout: 0.5s, launch_timeout: 2m}}
 """,
             "bench",
@@ -73,6 +75,12 @@ pools:
                     time.sleep(0.5)
         finally:
             engine.close()
+            # a reuse pool keeps its free volume as a warm cache: this run's go with it
+            import docker
+
+            client = docker.from_env()
+            for v in client.api.volumes(filters={"label": f"agentpool.instance={instance}"})["Volumes"] or []:
+                client.api.remove_volume(v["Name"], force=True)
     ordered = sorted(samples)
     p95 = ordered[min(len(ordered) - 1, round(0.95 * (len(ordered) - 1)))]
     print(

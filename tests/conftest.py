@@ -1,4 +1,5 @@
-"""Keeps the slow suites apart when pytest-xdist spreads the tests over workers.
+"""Keeps the slow suites apart when pytest-xdist spreads the tests over workers, and keeps the
+secrets one test registers for masking from masking another test's output.
 
 `scripts/test.sh` runs the suite with ``-n … --dist loadgroup``. A fleet of engines, a systemd
 host or an image fixture is expensive and scoped to a session or a module: every test of such a
@@ -8,9 +9,12 @@ fixture is brought up twice and the workers mostly wait on real engines side by 
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
+from agentpool.logs import clear_secrets
 
 _TESTS = Path(__file__).resolve().parent
 _WHOLE_SUITE_GROUPS = {"fleet", "systemd", "image"}
@@ -27,3 +31,10 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             item.add_marker(pytest.mark.xdist_group(suite))
         elif suite == "e2e":
             item.add_marker(pytest.mark.xdist_group(str(relative)))
+
+
+@pytest.fixture(autouse=True)
+def _forget_secrets() -> Iterator[None]:
+    """A loaded config registers its secrets process-wide: a worker runs many tests in a row."""
+    yield
+    clear_secrets()

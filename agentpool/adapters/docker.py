@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import math
 import posixpath
 import socket
 import tarfile
@@ -441,10 +442,12 @@ class DockerHost:
         """Start a created agent container whose launch was interrupted (its secret copied again)."""
         self._secret_and_start(container, container, secret)
 
-    def remove_container(self, container: str, stop_timeout: int = 10) -> None:
+    def remove_container(self, container: str, stop_timeout: float = 10.0) -> None:
         """Stop (SIGTERM, then SIGKILL after ``stop_timeout``) and remove with anonymous volumes."""
         try:
-            self._call(f"stop {container}", lambda: self.client.api.stop(container, timeout=stop_timeout))
+            self._call(
+                f"stop {container}", lambda: self.client.api.stop(container, timeout=math.ceil(stop_timeout))
+            )
         except DockerError as exc:
             if exc.kind is ErrorKind.NOT_FOUND:
                 return
@@ -457,9 +460,9 @@ class DockerHost:
             if exc.kind is not ErrorKind.NOT_FOUND:
                 raise
 
-    def remove_agent(self, agent: str) -> None:
+    def remove_agent(self, agent: str, stop_timeout: float = 10.0, /) -> None:
         """The backend's name for :meth:`remove_container`: the agent's container and anonymous volumes."""
-        self.remove_container(agent)
+        self.remove_container(agent, stop_timeout)
 
 
 def _secret_archive(path: str, secret: str) -> bytes:

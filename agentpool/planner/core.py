@@ -1,23 +1,40 @@
 """One pass of the planner: the phases in their order, each a function of explicit values.
 
 what is ours → adopt → hosts' health and lost hosts → assess every agent → idle reaps →
-orphans → serve waiting items → warm pool → excess volumes. Each phase returns values (actions, capacity, memory) that the
-next one is given; the order matters only through what is passed along.
+orphans → serve waiting items → warm pool → excess volumes. Each phase returns values
+(actions, capacity, memory) that the next one is given; the order matters only through what is
+passed along. Actions still in flight from earlier passes (``Observed.in_flight``) are never
+issued again: launches count as starting capacity, agents being reaped or cordoned get no other
+action.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
 
 from agentpool.config import Config, PoolConfig
-from agentpool.model import Action, AgentMemory, Memory, Observed, Plan, PoolMemory, Reap, Unserved
-from agentpool.planner.assess import AgentView, assess, idle_reaps
+from agentpool.model import (
+    NOTHING_IN_FLIGHT,
+    Action,
+    AgentMemory,
+    InFlight,
+    Memory,
+    Observed,
+    Plan,
+    PoolMemory,
+    Provision,
+    Reap,
+    RemoveOrphan,
+    ResourceKind,
+    Unserved,
+)
+from agentpool.planner.assess import AgentView, Assessment, assess, idle_reaps
 from agentpool.planner.capacity import NO_CAPACITY, HostCapacity, PoolCapacity
 from agentpool.planner.demand import foreign_slots, probe, serve
 from agentpool.planner.hosts import cooling, draining_hosts, host_health, lost_agents
 from agentpool.planner.launch import Budget, Context
-from agentpool.planner.memory import copy_memory
+from agentpool.planner.memory import copy_memory, orphan_key
 from agentpool.planner.orphans import excess_volumes, free_volumes, sweep_orphans
 from agentpool.planner.ownership import Ours, adopt, what_is_ours
 from agentpool.planner.routing import Groups, demand_counts, first_seen, group_items, remember_labels, route
@@ -43,6 +60,7 @@ def assess_agents(
     wanted: frozenset[str],
     draining_hosts: frozenset[str],
     now: float,
+    in_flight: InFlight = NOTHING_IN_FLIGHT,
 ) -> Agents:
     actions: list[Action] = []
     agents = dict(memory.agents)
@@ -60,9 +78,15 @@ def assess_agents(
         )
         result = assess(view, now)
         agents[name] = result.memory
+        reaping = name in in_flight.reaping
+        if reaping:
+            # Being removed: no second action, no capacity; its container holds its host's room.
+            result = Assessment(result.memory, on_host=True, recovered=result.recovered)
+        elif name in in_flight.cordoning or name in in_flight.completing:
+            result = replace(result, action=None)
         if result.action is not None:
             actions.append(result.action)
-        if result.gone:
+        if result.gone or reaping:
             gone.add(name)
         if result.on_host:
             on_hosts[(am.host, am.pool)] = on_hosts.get((am.host, am.pool), 0) + 1
@@ -105,23 +129,52 @@ def _queue(observed: Observed, mem: Memory, now: float) -> Groups | None:
     return group_items(queue)
 
 
+def _launching(in_flight: InFlight) -> dict[str, AgentMemory]:
+    """Agents being started, as the memory they will have: what they hold is not an orphan."""
+    return {
+        p.agent: AgentMemory(p.agent, p.pool, p.host, 0.0, volume=p.lease_volume or f"{p.agent}-docker")
+        for p in in_flight.provisions
+    }
+
+
+def _with_launching(
+    agents: Agents, launches: tuple[Provision, ...], pools: Mapping[str, PoolConfig]
+) -> tuple[dict[str, PoolCapacity], dict[tuple[str, str], int]]:
+    """Launches in flight count as their pool's starting executors and take their host's room."""
+    capacity, on_hosts = dict(agents.capacity), dict(agents.on_hosts)
+    for p in launches:
+        pool = pools.get(p.pool)
+        if pool is not None:
+            capacity[p.pool] = capacity[p.pool] + PoolCapacity(1, 0, pool.executors)
+        on_hosts[(p.host, p.pool)] = on_hosts.get((p.host, p.pool), 0) + 1
+    return capacity, on_hosts
+
+
+def _not_in_flight(removals: Iterable[RemoveOrphan], in_flight: InFlight) -> list[RemoveOrphan]:
+    return [a for a in removals if orphan_key(a.kind, a.host, a.name) not in in_flight.orphans]
+
+
 def _decide(observed: Observed, config: Config, mem: Memory, now: float) -> Plan:
     pools = {pool.name: pool for pool in config.pools}
-    ours = what_is_ours(observed, config, mem.agents)
-    taken = frozenset(mem.agents) | frozenset(ours.nodes) | frozenset(ours.containers)
+    in_flight = observed.in_flight
+    launching = _launching(in_flight)
+    known = {**launching, **mem.agents}
+    ours = what_is_ours(observed, config, known)
+    taken = frozenset(known) | frozenset(ours.nodes) | frozenset(ours.containers)
     groups = _queue(observed, mem, now)
     routes = route(groups or {}, config.pools)
     wanted = frozenset(p.name for candidates in routes.values() for p in candidates)
-    mem.agents.update(adopt(ours, pools, mem.agents, now))
+    mem.agents.update(adopt(ours, pools, known, now))
     mem.hosts = host_health(observed.hosts, config, mem.hosts, now)
     lost = lost_agents(mem.agents, ours.nodes, mem.hosts, config.host_lost_after, now)
     for name in lost.forget:
         del mem.agents[name]
     draining = draining_hosts(config, mem.hosts)
-    agents = assess_agents(ours, pools, mem, wanted, draining, now)
+    agents = assess_agents(ours, pools, mem, wanted, draining, now, in_flight)
     mem.agents = agents.memory
     _forgive(mem, agents.recovered)
-    sweep = sweep_orphans(ours, pools, mem.agents, mem.orphan_seen, config.instance, now)
+    known = {**launching, **mem.agents}
+    sweep = sweep_orphans(ours, pools, known, mem.orphan_seen, config.instance, now)
     mem.orphan_seen = sweep.orphan_seen
     images = {h.name: h.images for h in observed.hosts}
     hosts = HostCapacity.of(
@@ -131,10 +184,18 @@ def _decide(observed: Observed, config: Config, mem: Memory, now: float) -> Plan
         images=images,
         cooling=cooling(mem.cooldowns, now),
     )
-    hosts = hosts.add(agents.on_hosts, pools).add(sweep.on_hosts, pools)
-    budget = Budget(agents.capacity, hosts, free_volumes(ours.volumes, pools, mem.agents), taken)
+    capacity, on_hosts = _with_launching(agents, in_flight.provisions, pools)
+    hosts = hosts.add(on_hosts, pools).add(sweep.on_hosts, pools)
+    volumes = tuple(
+        v for v in ours.volumes if orphan_key(ResourceKind.VOLUME, v.host, v.name) not in in_flight.orphans
+    )
+    budget = Budget(capacity, hosts, free_volumes(volumes, pools, known), taken)
     ctx = Context(config, pools, mem.pools, now)
-    actions: list[Action] = [*_counted(agents.actions, now), *lost.actions, *sweep.actions]
+    actions: list[Action] = [
+        *_counted(agents.actions, now),
+        *lost.actions,
+        *_not_in_flight(sweep.actions, in_flight),
+    ]
     unserved: list[Unserved] = []
     if groups is not None:
         served = serve(ctx, groups, routes, foreign_slots(ours.nodes, ours.our_nodes), budget)
@@ -142,14 +203,14 @@ def _decide(observed: Observed, config: Config, mem: Memory, now: float) -> Plan
         unserved.extend(served.unserved)
         budget = served.budget
         if groups.get(None):
-            alive = any(name not in agents.gone for name in mem.agents)
+            alive = bool(launching) or any(name not in agents.gone for name in mem.agents)
             probed = probe(ctx, groups[None], budget, not ours.nodes, not alive)
             actions.extend(probed.actions)
             unserved.extend(probed.unserved)
             budget = probed.budget
     warm, budget = warm_pool(ctx, budget)
     actions.extend(warm)
-    actions.extend(excess_volumes(budget.free_volumes, pools))
+    actions.extend(_not_in_flight(excess_volumes(budget.free_volumes, pools), in_flight))
     return Plan(actions=tuple(actions), unserved=tuple(unserved), demand=demand_counts(groups or {}))
 
 

@@ -108,6 +108,17 @@ class ServiceLayer(Hooks):
             states[(agent.pool, planner.agent_state(agent, nodes.get(agent.name), draining).value)] += 1
         m.set_agents(states)
         m.set_waiting(report.plan.demand)
+        flight = report.observed.in_flight
+        m.set_in_flight(
+            {
+                "launch": len(flight.provisions),
+                "reap": len(flight.reaping),
+                "cordon": len(flight.cordoning),
+                "complete": len(flight.completing),
+                "orphan": len(flight.orphans),
+            },
+            report.launch_high_water,
+        )
         now = self.clock()
         m.set_hosts(host_snapshots(config, memory, report, now))
         m.set_unserved(unserved_counts(report.plan, config))
@@ -149,6 +160,9 @@ class ServiceLayer(Hooks):
     def agent_online(self, pool: str, waited: float) -> None:
         self.metrics.observe_online(pool, waited)
         self.recent.online(pool, waited, time.time())
+
+    def pass_overrun(self, seconds: float) -> None:
+        self.metrics.pass_overrun()
 
 
 def host_snapshots(config: Config, memory: Memory, report: PassReport, now: float) -> dict[str, HostSnapshot]:

@@ -24,6 +24,7 @@ from prometheus_client.registry import Collector
 from agentpool.model import AgentState
 
 SYSTEMS = ("jenkins", "docker")
+IN_FLIGHT_KINDS = ("launch", "reap", "cordon", "complete", "orphan")
 
 ONLINE_BUCKETS = (1.0, 2.0, 5.0, 10.0, 15.0, 20.0, 30.0, 45.0, 60.0, 90.0, 120.0, 180.0, 300.0, 600.0)
 LIFECYCLE_BUCKETS = (5.0, 15.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0, 3600.0, 7200.0, 21600.0, 86400.0)
@@ -178,6 +179,25 @@ class Metrics:
             "Unix time of the end of the last pass that read Jenkins and every engine",
             registry=r,
         )
+        self._overruns = Counter(
+            "agentpool_pass_overruns",
+            "Passes that took longer than poll_interval",
+            registry=r,
+        )
+        self._in_flight = Gauge(
+            "agentpool_actions_in_flight",
+            "Actions still being performed when the last pass started, by kind",
+            ["kind"],
+            registry=r,
+        )
+        self._launch_high_water = Gauge(
+            "agentpool_parallel_launches_max",
+            "Most launches that ran at once on a docker host since the start (bounded by max_parallel_launches)",
+            ["host"],
+            registry=r,
+        )
+        for kind in IN_FLIGHT_KINDS:
+            self._in_flight.labels(kind=kind)
         self._declared: tuple[str, ...] = ()
         self.declare_pools(pools)
 
@@ -229,6 +249,16 @@ class Metrics:
 
     def observe_pass(self, seconds: float) -> None:
         self._pass.observe(max(0.0, seconds))
+
+    def pass_overrun(self) -> None:
+        self._overruns.inc()
+
+    def set_in_flight(self, counts: Mapping[str, int], launch_high_water: Mapping[str, int]) -> None:
+        """Actions in flight by kind (``IN_FLIGHT_KINDS``) and the launch high-water mark per host."""
+        for kind in IN_FLIGHT_KINDS:
+            self._in_flight.labels(kind=kind).set(counts.get(kind, 0))
+        for host, high in launch_high_water.items():
+            self._launch_high_water.labels(host=host).set(high)
 
     def pass_succeeded(self, when: float) -> None:
         self._last_success.set(when)

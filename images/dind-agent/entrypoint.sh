@@ -18,6 +18,9 @@
 #     unless DIND_ALLOW_VFS=true.
 #  5. Start dockerd (overlay2) in the background and wait, bounded by DIND_START_TIMEOUT,
 #     until `docker info` answers; on timeout print the tail of its log and exit non-zero.
+#     In Jenkins mode the agent is started first (DIND_AGENT_FIRST, default true): it connects
+#     while the engine starts, and the image's `docker` (/usr/local/bin/docker) waits, bounded,
+#     until the engine is ready (markers in /run/dind-agent), so no build sees it unready.
 #  6. Then one of the modes:
 #     - PORT set: "Docker as a service". dockerd also listens on tcp://0.0.0.0:$PORT with
 #       mutual TLS (certificates in $DOCKER_TLS_CERTDIR, generated at first start, or
@@ -69,6 +72,9 @@ AGENT_JAR="${AGENT_JAR:-/usr/local/lib/agentpool/agent.jar}"
 
 DOCKERD_PID=""
 CHILD_PID=""
+# The real client: /usr/local/bin/docker is the waiting one, for builds.
+REAL_DOCKER=/usr/bin/docker
+STATE_DIR=/run/dind-agent
 TAIL_PID=""
 
 # Split $2 into the array named $1 at blanks, without globbing (`*` stays `*`) and without
@@ -330,18 +336,31 @@ start_dockerd() {
     DOCKERD_PID=$!
 }
 
+# What the image's `docker` waits on: "starting" (naming the log), then "ready" or "failed".
+engine_state() {
+    case "$1" in
+        starting)
+            mkdir -p "$STATE_DIR" && rm -f "$STATE_DIR/ready" "$STATE_DIR/failed"
+            printf '%s\n' "$DOCKERD_LOG" >"$STATE_DIR/starting"
+            ;;
+        *) : >"$STATE_DIR/$1" ;;
+    esac
+}
+
 wait_for_dockerd() {
     local deadline=$((SECONDS + START_TIMEOUT))
     # dockerd opens its socket before it can answer: an unbounded `docker info` would hang
     # as long as dockerd does.
-    while ! timeout 2 docker info >/dev/null 2>&1; do
+    while ! timeout 2 "$REAL_DOCKER" info >/dev/null 2>&1; do
         if ! kill -0 "$DOCKERD_PID" 2>/dev/null; then
+            engine_state failed
             wait "$DOCKERD_PID"
             printf '[dind-agent] ERROR: dockerd exited with status %s; the end of its log:\n' "$?" >&2
             tail -n 30 "$DOCKERD_LOG" >&2
             exit 1
         fi
         if [ "$SECONDS" -ge "$deadline" ]; then
+            engine_state failed
             printf '[dind-agent] ERROR: dockerd did not answer within %s s; the end of its log:\n' \
                 "$START_TIMEOUT" >&2
             tail -n 30 "$DOCKERD_LOG" >&2
@@ -350,7 +369,8 @@ wait_for_dockerd() {
         fi
         sleep 0.1
     done
-    log "inner docker engine ready ($(docker info --format '{{.ServerVersion}}, storage driver {{.Driver}}' 2>/dev/null))"
+    engine_state ready
+    log "inner docker engine ready ($("$REAL_DOCKER" info --format '{{.ServerVersion}}, storage driver {{.Driver}}' 2>/dev/null))"
 }
 
 # Wait up to $2 seconds for process $1 to go away.
@@ -378,10 +398,10 @@ stop_dockerd() {
     [ -n "$DOCKERD_PID" ] || return 0
     if kill -0 "$DOCKERD_PID" 2>/dev/null; then
         local ids
-        split_words ids "$(timeout 2 docker ps -q 2>/dev/null)"
+        split_words ids "$(timeout 2 "$REAL_DOCKER" ps -q 2>/dev/null)"
         if [ "${#ids[@]}" -gt 0 ]; then
             log "stopping inner containers: ${ids[*]}"
-            timeout $((CONTAINER_STOP_TIMEOUT + 2)) docker stop --time "$CONTAINER_STOP_TIMEOUT" "${ids[@]}" >/dev/null 2>&1
+            timeout $((CONTAINER_STOP_TIMEOUT + 2)) "$REAL_DOCKER" stop --time "$CONTAINER_STOP_TIMEOUT" "${ids[@]}" >/dev/null 2>&1
         fi
         log "stopping dockerd"
         kill -TERM "$DOCKERD_PID" 2>/dev/null
@@ -524,13 +544,21 @@ main() {
     split_words dockerd_opts "${DOCKERD_OPTS:-}"
     DOCKERD_ARGS+=("${dockerd_opts[@]}")
 
+    engine_state starting
     start_dockerd
+    # The agent connects while the engine starts; builds' `docker` waits for it (see step 5).
+    if [ "$mode" = jenkins ] && is_true "${DIND_AGENT_FIRST:-true}"; then
+        fetch_agent_jar
+        start_agent
+    fi
     wait_for_dockerd
 
     case "$mode" in
         jenkins)
-            fetch_agent_jar
-            start_agent
+            if [ -z "$CHILD_PID" ]; then
+                fetch_agent_jar
+                start_agent
+            fi
             ;;
         command)
             log "running: $*"

@@ -166,3 +166,29 @@ def test_secret_given_as_a_file_stays_out_of_inspect_environ_and_ps(
     assert secret not in seen
     assert "-secret @/run/agentpool/jenkins-secret" in agent.logs()
     assert secret not in agent.logs()
+
+
+def test_the_agent_connects_while_the_engine_starts_and_a_builds_docker_waits_for_it(
+    agents: Agents, controller: tuple[Controller, jenkins.Jenkins]
+) -> None:
+    ctl, server = controller
+    node = f"dind-{secrets.token_hex(3)}"
+    server.create_node(
+        node,
+        numExecutors=1,
+        remoteFS="/home/jenkins/agent",
+        labels="docker",
+        launcher=jenkins.LAUNCHER_JNLP,
+        launcher_params={"webSocket": True},
+    )
+    # The build is queued before the agent exists: it starts the moment the agent connects.
+    script = "ls /run/dind-agent; docker info --format 'driver={{.Driver}}'"
+    server.create_job("early", freestyle_config("docker", script))
+    server.build_job("early")
+    env = {"JENKINS_URL": ctl.url, "JENKINS_SECRET": ctl.secret(node), "JENKINS_AGENT_NAME": node}
+    agent = agents.start("early", env={**env, "JENKINS_WEB_SOCKET": "true"})
+    assert ctl.wait_for_build("early", 1, timeout=90) == "SUCCESS"
+    assert "driver=overlay2" in server.get_build_console_output("early", 1)
+    logs = agent.logs()
+    # the agent was started before the engine answered: max(engine, agent), not their sum
+    assert logs.index("starting the Jenkins agent") < logs.index("inner docker engine ready"), logs

@@ -43,6 +43,8 @@ def exported() -> tuple[dict[str, set[str]], set[str]]:
     m.api_error("docker", "timeout")
     m.reaped("p", "idle-timeout")
     m.provisioned("p")
+    m.pass_overrun()
+    m.set_in_flight({"launch": 1}, {"local": 2})
     samples: dict[str, set[str]] = {}
     families: set[str] = set()
     for family in text_string_to_metric_families(m.exposition().decode()):

@@ -321,6 +321,7 @@ def _wheelhouse(python_version: str) -> Path:
         return target
     partial = target.with_name(target.name + ".partial")
     shutil.rmtree(partial, ignore_errors=True)
+    partial.mkdir(parents=True)  # pip wheel copies into it and does not make build/ itself
     here = f"{sys.version_info.major}.{sys.version_info.minor}"
     if here != python_version:
         pytest.fail(

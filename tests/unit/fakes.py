@@ -9,22 +9,45 @@ volumes) to check what an action leaves behind, count every call, and fail on de
 
 from __future__ import annotations
 
+import threading
 from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from agentpool.backend import AgentSpec
 from agentpool.errors import DockerError, ErrorKind, JenkinsError
-from agentpool.model import Executor, HostView, Node, QueueItem
+from agentpool.model import (
+    LABEL_AGENT,
+    LABEL_POOL,
+    AgentResource,
+    Executor,
+    HostView,
+    Node,
+    QueueItem,
+    ResourceState,
+    Volume,
+)
 
 
 class Switches:
-    """Failure switches and call counters shared by both fakes."""
+    """Failure switches, slow steps and call counters shared by both fakes.
+
+    ``hold("start_agent")`` makes every call of the method block until the returned event is
+    set (a slow step the test releases when it wants); ``running`` counts calls inside it.
+    """
 
     def __init__(self, error: type[DockerError] | type[JenkinsError]) -> None:
         self._error = error
         self._faults: dict[str, list[BaseException]] = {}
+        self._holds: dict[str, threading.Event] = {}
+        self._lock = threading.Lock()
         self.calls: Counter[str] = Counter()
+        self.running: Counter[str] = Counter()
+        self.most_running: Counter[str] = Counter()
+
+    def hold(self, method: str) -> threading.Event:
+        event = self._holds[method] = threading.Event()
+        return event
 
     def fail(
         self,
@@ -38,10 +61,21 @@ class Switches:
         self._faults.setdefault(method, []).extend([fault] * times)
 
     def _enter(self, method: str) -> None:
-        self.calls[method] += 1
-        pending = self._faults.get(method)
-        if pending:
-            raise pending.pop(0)
+        with self._lock:
+            self.calls[method] += 1
+            pending = self._faults.get(method)
+            fault = pending.pop(0) if pending else None
+            hold = self._holds.get(method)
+            self.running[method] += 1
+            self.most_running[method] = max(self.most_running[method], self.running[method])
+        try:
+            if hold is not None and not hold.wait(10.0):
+                raise AssertionError(f"{method} held for 10 s: the test never released it")
+        finally:
+            with self._lock:
+                self.running[method] -= 1
+        if fault is not None:
+            raise fault
 
 
 @dataclass
@@ -61,6 +95,7 @@ class FakeBackend(Switches):
         self.volumes: dict[str, dict[str, str]] = {}
         self.closed = 0
         self._ids = 0
+        self.stop_timeouts: list[float] = []
         self.completed_with = ""  # the secret of the last complete_agent call
 
     @property
@@ -69,7 +104,35 @@ class FakeBackend(Switches):
 
     def observe(self, instance: str, /) -> HostView:
         self._enter("observe")
-        return HostView(name=self._name, reachable=True)
+        with self._lock:
+            agents, volumes = list(self.agents.values()), dict(self.volumes)
+        containers = tuple(
+            AgentResource(
+                self._name,
+                a.id,
+                a.spec.name,
+                a.spec.name,
+                a.spec.pool,
+                ResourceState.RUNNING if a.running else ResourceState.EXITED,
+                created=0.0,
+                volume=a.spec.volume,
+            )
+            for a in agents
+        )
+        mounted = {a.spec.volume for a in agents}
+        views = tuple(
+            Volume(
+                self._name,
+                name,
+                labels.get(LABEL_POOL, ""),
+                labels.get(LABEL_AGENT, ""),
+                free=name not in mounted,
+                created=0.0,
+                last_used=0.0,
+            )
+            for name, labels in volumes.items()
+        )
+        return HostView(name=self._name, reachable=True, containers=containers, volumes=views)
 
     def ping(self) -> None:
         self._enter("ping")
@@ -118,8 +181,9 @@ class FakeBackend(Switches):
         found.running = True
         self.completed_with = secret
 
-    def remove_agent(self, agent: str, /) -> None:
+    def remove_agent(self, agent: str, stop_timeout: float = 10.0, /) -> None:
         self._enter("remove_agent")
+        self.stop_timeouts.append(stop_timeout)
         found = self._find(agent)
         if found is not None:
             del self.agents[found.spec.name]
@@ -148,6 +212,7 @@ class FakeJenkins(Switches):
     def __init__(self) -> None:
         super().__init__(JenkinsError)
         self.nodes: dict[str, FakeNode] = {}
+        self.queue: list[QueueItem] = []  # what read_queue answers
 
     def read_nodes(self) -> tuple[Node, ...]:
         self._enter("read_nodes")
@@ -155,7 +220,7 @@ class FakeJenkins(Switches):
 
     def read_queue(self, nodes: tuple[Node, ...], /) -> tuple[QueueItem, ...]:
         self._enter("read_queue")
-        return ()
+        return tuple(self.queue)
 
     def read_node(self, name: str, /) -> Node:
         self._enter("read_node")

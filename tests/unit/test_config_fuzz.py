@@ -118,4 +118,6 @@ def test_mutated_configs_as_a_subprocess(rnd: random.Random) -> None:
         check_output(path, text, proc.returncode, proc.stdout, proc.stderr)
         peak_mb = int(peak_file.read_text()) / 1024
     assert peak_mb < 200, f"{peak_mb:.0f} MB"
-    assert elapsed < 5  # interpreter start included; the bench measures validate alone
+    # A hang guard, not a speed target (interpreter start included, on a machine running other
+    # suites): bench/config_fuzz.py measures validate alone against the 2 s target.
+    assert elapsed < 30

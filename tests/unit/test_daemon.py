@@ -3,12 +3,16 @@ however long the outage lasts; SIGTERM in the middle of a pass lets the pass end
 
 from __future__ import annotations
 
+import logging
 import secrets
 import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
+
+import pytest
 
 from agentpool.config import load_config_text
 from agentpool.daemon import Daemon, Engine
@@ -96,3 +100,47 @@ def test_sigterm_during_a_pass_finishes_it_and_exits_0(tmp_path: Path) -> None:
     stopping = text.index("msg=stopping")
     assert text.find('msg="pass incomplete"', stopping) > stopping, text  # the pass ran to its end
     assert token not in text
+
+
+class _SlowPasses:
+    """An engine whose passes take ``duration`` seconds (reported, not slept)."""
+
+    def __init__(self, duration: float) -> None:
+        from agentpool.report import Hooks
+
+        self.config = load_config_text(CONFIG, "agentpool.yaml")
+        self.duration = duration
+        self.waits: list[bool] = []
+        self.overruns: list[float] = []
+        outer = self
+
+        class _Hooks(Hooks):
+            def pass_overrun(self, seconds: float) -> None:
+                outer.overruns.append(seconds)
+
+        self.hooks = _Hooks()
+
+    def run_pass(self, *, wait: bool = True) -> Any:
+        from agentpool.model import Observed, Plan
+        from agentpool.report import PassReport
+
+        self.waits.append(wait)
+        return PassReport(0.0, self.duration, Observed((), (), ()), Plan(()))
+
+
+def test_overrunning_passes_are_all_counted_and_warned_about_once_a_minute(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    engine = _SlowPasses(duration=7.0)  # poll_interval is 5 s
+    ticks = iter(float(t) for t in range(0, 200, 10))
+    daemon = Daemon("agentpool.yaml", engine, monotonic=lambda: next(ticks))  # type: ignore[arg-type]
+    with caplog.at_level(logging.WARNING, logger="agentpool"):
+        for _ in range(13):  # at t = 0, 10, …, 120 s
+            daemon._tick()
+    assert engine.waits == [False] * 13  # the daemon's passes never wait for their actions
+    assert engine.overruns == [7.0] * 13
+    warnings = [r for r in caplog.records if r.getMessage() == "pass overran"]
+    assert [r.passes for r in warnings] == [1, 6, 6]  # t = 0, 60, 120
+    engine.duration = 4.0
+    daemon._tick()
+    assert len(engine.overruns) == 13
