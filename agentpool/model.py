@@ -37,8 +37,13 @@ class QueueItem:
     why: str
     in_queue_since: float  # epoch seconds
     # The label expression (Jenkins-normalised), "" when the item needs no label. None when
-    # it cannot be known: Jenkins hides it while no agent node exists (see jenkins-api.md).
+    # it cannot be known: Jenkins hides it while no agent node exists (see jenkins-api.md),
+    # or ``why`` names a node in its place.
     label: str | None
+    # The one node ``why`` names instead of the label: the expression is some expression
+    # that this node satisfies and no other node does (the planner infers from that).
+    node: str | None = None
+    exact: bool = False  # the label came from /scriptText (Queue.Item.getAssignedLabel)
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,6 +62,7 @@ class Node:
     temporarily_offline: bool
     offline_reason: str
     executors: tuple[Executor, ...]
+    description: str = ""  # agentpool writes its ownership marker here (see planner/ownership.py)
 
     @property
     def busy(self) -> bool:
@@ -180,6 +186,12 @@ class Memory:
     # labels whenever no agent node exists (e.g. right after the last agent was reaped); the
     # label seen while one existed still holds, since an item's label never changes.
     item_labels: dict[int, str] = field(default_factory=dict)
+    # queue item id -> pools learnt unable to serve it (its label inferred from a node's name)
+    item_refused: dict[int, frozenset[str]] = field(default_factory=dict)
+    # Who we are on the controller: our nodes' description starts with
+    # agentpool:<instance>:<daemon_id>:<boot> (see planner/ownership.py).
+    daemon_id: str = ""
+    boot: str = ""
 
 
 class Reason(StrEnum):
@@ -286,6 +298,7 @@ class Unserved:
     label: str | None
     why: str  # the reason's value, with details: "cap reached (pool a: max_agents 1)"
     reason: UnservedReason = UnservedReason.NO_POOL
+    inferred: bool = False  # the label is not known: inferred from the one node `why` names
 
 
 Action = Provision | Reap | Cordon | RemoveOrphan
@@ -297,3 +310,7 @@ class Plan:
     unserved: tuple[Unserved, ...] = ()
     # waiting items per label expression this pass (metrics)
     demand: dict[str, int] = field(default_factory=dict)
+    # queue item id -> how its label was inferred (`why` named one node in its place)
+    inferred: dict[int, str] = field(default_factory=dict)
+    # daemon ids of other agentpool daemons at our instance on this controller
+    neighbours: tuple[str, ...] = ()

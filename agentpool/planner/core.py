@@ -11,15 +11,24 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from agentpool.config import Config, PoolConfig
-from agentpool.model import Action, AgentMemory, Memory, Observed, Plan, PoolMemory, Unserved
+from agentpool.model import Action, AgentMemory, ItemKind, Memory, Observed, Plan, PoolMemory, Unserved
 from agentpool.planner.assess import AgentView, assess, idle_reaps
 from agentpool.planner.capacity import NO_CAPACITY, HostCapacity, PoolCapacity
 from agentpool.planner.demand import foreign_slots, probe, serve
 from agentpool.planner.launch import Budget, Context
 from agentpool.planner.memory import copy_memory
-from agentpool.planner.orphans import excess_volumes, free_volumes, sweep_orphans
+from agentpool.planner.orphans import excess_volumes, free_volumes, orphan_nodes, sweep_orphans
 from agentpool.planner.ownership import Ours, adopt, what_is_ours
-from agentpool.planner.routing import Groups, demand_counts, first_seen, group_items, remember_labels, route
+from agentpool.planner.routing import (
+    Groups,
+    Routes,
+    demand_counts,
+    first_seen,
+    group_items,
+    infer,
+    remember_labels,
+    route,
+)
 from agentpool.planner.warm import warm_pool
 
 
@@ -36,8 +45,14 @@ class Agents:
 
 
 def assess_agents(
-    ours: Ours, pools: Mapping[str, PoolConfig], memory: Memory, wanted: frozenset[str], now: float
+    ours: Ours,
+    pools: Mapping[str, PoolConfig],
+    memory: Memory,
+    wanted: frozenset[str],
+    now: float,
+    hosts: frozenset[str] | None = None,
 ) -> Agents:
+    """Every agent assessed; ``hosts`` are the configured hosts (agents elsewhere are drained)."""
     actions: list[Action] = []
     agents = dict(memory.agents)
     capacity = dict.fromkeys(pools, NO_CAPACITY)
@@ -49,6 +64,8 @@ def assess_agents(
         am = memory.agents[name]
         pool, pool_mem = pools.get(am.pool), memory.pools.get(am.pool)
         draining = pool is None or (pool_mem is not None and pool_mem.draining)
+        # its host was removed from the config: drained, never killed
+        draining = draining or (hosts is not None and am.host not in hosts)
         view = AgentView(
             am, pool, draining, ours.nodes.get(name), ours.containers.get(name), am.host in ours.reachable
         )
@@ -79,25 +96,61 @@ def _forgive(pools: dict[str, PoolMemory], recovered: frozenset[str]) -> None:
         pools[name] = PoolMemory(consecutive_failures=0, backoff_until=0.0, draining=pools[name].draining)
 
 
-def _queue(observed: Observed, mem: Memory, now: float) -> Groups | None:
-    """The waiting items by label (None without a queue); remembers first sights and labels."""
+def _queue(observed: Observed, config: Config, ours: Ours, mem: Memory, now: float) -> Queue:
+    """The waiting items by label (None without a queue); remembers first sights and labels.
+
+    Items whose ``why`` names one node in place of their label are routed by inference
+    (:func:`agentpool.planner.routing.infer`) under keys of their own.
+    """
     if observed.queue is None:
-        return None
+        return Queue(None, {}, {})
     mem.item_first_seen = first_seen(observed.queue, mem.item_first_seen, now)
     queue, mem.item_labels = remember_labels(observed.queue, mem.item_labels)
-    return group_items(queue)
+    groups = group_items(queue)
+    routes = route(groups, config.pools)
+    named = [i for i in queue if i.kind is ItemKind.BUILDABLE and i.label is None and i.node is not None]
+    inference = infer(named, config.pools, ours.nodes, ours.node_pools, mem.item_refused)
+    mem.item_refused = {i.id: inference.refused[i.id] for i in queue if inference.refused.get(i.id)}
+    groups.update(inference.groups)
+    routes.update(inference.routes)
+    return Queue(groups, routes, inference.explained)
+
+
+@dataclass(frozen=True, slots=True)
+class Queue:
+    groups: Groups | None
+    routes: Routes
+    inferred: dict[int, str]
+
+
+def _left_launching(
+    ours: Ours, agents: Mapping[str, AgentMemory], pools: Mapping[str, PoolConfig]
+) -> dict[str, PoolCapacity]:
+    """Our nodes without container or agent that never connected: a launch in flight, or left by
+    a crash. Until they are removed they hold their pool's place, so that a build waiting for
+    one never gets a second node made for it."""
+    out: dict[str, PoolCapacity] = {}
+    for name in orphan_nodes(ours, agents):
+        pool = pools.get(ours.node_pools.get(name, ""))
+        node = ours.our_nodes[name]
+        if pool is not None and not node.temporarily_offline:
+            slots = len(node.executors) or pool.executors
+            out[pool.name] = out.get(pool.name, NO_CAPACITY) + PoolCapacity(1, 0, slots)
+    return out
 
 
 def _decide(observed: Observed, config: Config, mem: Memory, now: float) -> Plan:
     pools = {pool.name: pool for pool in config.pools}
-    ours = what_is_ours(observed, config, mem.agents)
+    ours = what_is_ours(observed, config, mem)
     taken = frozenset(mem.agents) | frozenset(ours.nodes) | frozenset(ours.containers)
-    groups = _queue(observed, mem, now)
-    routes = route(groups or {}, config.pools)
+    queue = _queue(observed, config, ours, mem, now)
+    groups, routes = queue.groups, queue.routes
     wanted = frozenset(p.name for candidates in routes.values() for p in candidates)
     mem.agents.update(adopt(ours, pools, mem.agents, now))
-    agents = assess_agents(ours, pools, mem, wanted, now)
+    agents = assess_agents(ours, pools, mem, wanted, now, frozenset(h.name for h in config.docker_hosts))
     mem.agents = agents.memory
+    for pool_name, extra in _left_launching(ours, mem.agents, pools).items():
+        agents.capacity[pool_name] = agents.capacity[pool_name] + extra
     _forgive(mem.pools, agents.recovered)
     sweep = sweep_orphans(ours, pools, mem.agents, mem.orphan_seen, config.instance, now)
     mem.orphan_seen = sweep.orphan_seen
@@ -120,7 +173,13 @@ def _decide(observed: Observed, config: Config, mem: Memory, now: float) -> Plan
     warm, budget = warm_pool(ctx, budget)
     actions.extend(warm)
     actions.extend(excess_volumes(budget.free_volumes, pools))
-    return Plan(actions=tuple(actions), unserved=tuple(unserved), demand=demand_counts(groups or {}))
+    return Plan(
+        actions=tuple(actions),
+        unserved=tuple(unserved),
+        demand=demand_counts(groups or {}),
+        inferred=queue.inferred,
+        neighbours=tuple(sorted(ours.neighbours)),
+    )
 
 
 def plan(observed: Observed, config: Config, memory: Memory, now: float) -> tuple[Plan, Memory]:

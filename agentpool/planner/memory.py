@@ -31,6 +31,9 @@ def copy_memory(memory: Memory) -> Memory:
         orphan_seen=dict(memory.orphan_seen),
         item_first_seen=dict(memory.item_first_seen),
         item_labels=dict(memory.item_labels),
+        item_refused=dict(memory.item_refused),
+        daemon_id=memory.daemon_id,
+        boot=memory.boot,
     )
 
 
