@@ -14,6 +14,7 @@ Jenkins' and the backends' timestamps or shown, and ``monotonic`` for durations.
 from __future__ import annotations
 
 import logging
+import secrets
 import threading
 import time
 from collections.abc import Callable
@@ -36,7 +37,9 @@ from agentpool.model import (
     Reap,
     RemoveOrphan,
 )
+from agentpool.planner.ownership import node_marker
 from agentpool.report import Hooks, Outcome, PassReport
+from agentpool.state import State, default_state_dir
 
 log = logging.getLogger("agentpool")
 
@@ -82,10 +85,16 @@ class Engine:
         self.monotonic = monotonic
         self._backend_factory = backend
         self._jenkins_factory = jenkins
-        self.memory = Memory()
+        self.state = State(config.state_dir or default_state_dir(), config.instance)
+        self.memory = Memory(daemon_id=self.state.daemon_id(), boot=secrets.token_hex(3))
+        for pool in sorted(self.state.draining()):
+            self.memory = planner.set_draining(self.memory, pool, True)
         self.last_report: PassReport | None = None
         self.last_success: float | None = None
         self.lock = threading.Lock()
+        self._neighbours: frozenset[str] = frozenset()
+        # hosts removed from the config on reload, kept until their agents are drained
+        self.retired: dict[str, Backend] = {}
         self._configure(config, {})
 
     def _configure(self, config: Config, agent_secrets: dict[str, str]) -> None:
@@ -94,20 +103,27 @@ class Engine:
         register_secret(token.get_secret_value() if token is not None else "")
         self.jenkins = self._jenkins_factory(config)
         self.hosts = {h.name: self._backend_factory(h) for h in config.docker_hosts}
-        self.executor = Executor(config, self.jenkins, self.hosts)
+        self.executor = Executor(config, self.jenkins, {**self.retired, **self.hosts})
         self.executor.agent_secrets = agent_secrets
+        self.executor.marker = node_marker(config.instance, self.memory.daemon_id, self.memory.boot)
 
     def reconfigure(self, config: Config) -> None:
         with self.lock:
             if config == self.config:
                 return
             old_hosts = self.hosts
+            keep = {h.name for h in config.docker_hosts}
+            # A removed host's agents are drained, not killed: its backend stays until they are gone.
+            for name, host in old_hosts.items():
+                if name not in keep and any(a.host == name for a in self.memory.agents.values()):
+                    self.retired[name] = host
             self._configure(config, self.executor.agent_secrets)
-            for host in old_hosts.values():
-                host.close()
+            for name, host in old_hosts.items():
+                if name not in self.retired:
+                    host.close()
 
     def close(self) -> None:
-        for host in self.hosts.values():
+        for host in [*self.hosts.values(), *self.retired.values()]:
             host.close()
 
     # -- one pass --------------------------------------------------------------------------
@@ -124,7 +140,7 @@ class Engine:
             self.hooks.api_error(exc.system, exc.kind)
             nodes, queue = None, None
         views: list[HostView] = []
-        for host in self.hosts.values():
+        for host in [*self.hosts.values(), *self.retired.values()]:
             view = host.observe(self.config.instance)
             if not view.reachable:
                 self.hooks.api_error(System.DOCKER, ErrorKind.UNREACHABLE)
@@ -151,9 +167,34 @@ class Engine:
             report.duration = self.monotonic() - ticks
             if report.ok:
                 self.last_success = self.clock()
+            self._retire_empty_hosts()
+            self._report_neighbours(plan.neighbours)
             self.last_report = report
             self.hooks.pass_done(report, self.memory, self.config)
             return report
+
+    def _retire_empty_hosts(self) -> None:
+        """A removed host whose last agent is gone is forgotten (and no longer counted)."""
+        for name in list(self.retired):
+            if not any(a.host == name for a in self.memory.agents.values()):
+                self.retired.pop(name).close()
+                self.executor.hosts = {**self.retired, **self.hosts}
+                decision("host retired", host=name, detail="removed from the config; its agents are gone")
+
+    def _report_neighbours(self, neighbours: tuple[str, ...]) -> None:
+        """Another daemon at our instance on this controller: logged once per daemon id."""
+        for other in sorted(set(neighbours) - self._neighbours):
+            decision(
+                "second daemon",
+                logging.WARNING,
+                instance=self.config.instance,
+                daemon_id=self.memory.daemon_id,
+                other=other,
+                detail="nodes of another agentpool daemon at this instance; neither removes the "
+                "other's, but give each daemon its own `instance`",
+            )
+        if neighbours or self._neighbours:
+            self._neighbours = frozenset(neighbours)
 
     def _log_new_online(self, before: Memory, after: Memory) -> None:
         for name, agent in after.agents.items():
@@ -217,7 +258,9 @@ class Engine:
     def _orphan_removed(self, action: RemoveOrphan, outcome: Outcome) -> None:
         where = {"kind": action.kind.value, "resource": action.name, "host": action.host}
         where["reason"] = action.reason.value
-        if outcome.ok:
+        if outcome.ok and not outcome.removed:
+            decision("removal undone", **where, detail="it connected or took a build meanwhile")
+        elif outcome.ok:
             key = planner.orphan_key(action.kind, action.host, action.name)
             self.memory = planner.record_orphan_removed(self.memory, key)
             decision("removed", **where, detail=action.detail, **_tail(outcome))
@@ -255,8 +298,13 @@ class Engine:
             "demand": dict(plan.demand) if plan else {},
             "unserved": [
                 {"item": u.item_id, "task": u.task_name, "label": u.label, "why": u.why}
+                | ({"label_inferred": True} if u.inferred else {})
                 for u in (plan.unserved if plan else ())
             ],
+            "labels_inferred": {str(item): how for item, how in (plan.inferred if plan else {}).items()},
+            "daemon_id": self.memory.daemon_id,
+            "neighbours": list(plan.neighbours) if plan else [],
+            "retired_hosts": sorted(self.retired),
             "pools": {
                 name: {
                     "draining": mem.draining,
@@ -286,6 +334,7 @@ class Engine:
         with self.lock:
             for name in names:
                 self.memory = planner.set_draining(self.memory, name, draining)
+            self.state.save_draining({name for name, p in self.memory.pools.items() if p.draining})
         return names
 
     def agents_of(self, pools: list[str]) -> int:

@@ -73,6 +73,8 @@ class Executor:
         self._workers = workers
         # agent -> its secret, masked in our logs while the agent exists
         self.agent_secrets: dict[str, str] = {}
+        # first word of our nodes' description: agentpool:<instance>:<daemon id>:<boot>
+        self.marker = f"agentpool:{config.instance}:"
 
     def forget_agent(self, agent: str) -> None:
         """The agent is gone and its last log lines are written: stop masking its secret."""
@@ -152,7 +154,7 @@ class Executor:
                 remote_fs=pool.remote_fs,
                 exclusive=pool.exclusive,
                 websocket=self.config.jenkins.websocket,
-                description=f"agentpool {self.config.instance}: docker-in-docker agent of pool {pool.name}",
+                description=f"{self.marker} docker-in-docker agent of pool {pool.name}",
             )
             undo.append((ResourceKind.NODE, agent))
             secret = self.jenkins.agent_secret(agent)
@@ -211,8 +213,9 @@ class Executor:
                 if exc.kind is not ErrorKind.NOT_FOUND:
                     raise
             else:
-                if node.busy:
-                    if not was_offline:
+                # Re-read: still idle, and really offline (nobody brought it back meanwhile).
+                if node.busy or not node.temporarily_offline:
+                    if not was_offline and node.temporarily_offline:
                         self.jenkins.set_temporarily_offline(agent, False)
                     return Outcome(action, ok=True, removed=False)
                 took_offline = not was_offline
@@ -246,8 +249,7 @@ class Executor:
     def remove_orphan(self, action: RemoveOrphan) -> Outcome:
         match action.kind:
             case ResourceKind.NODE:
-                self.jenkins.delete_node(action.name)
-                return Outcome(action, ok=True)
+                return self._remove_orphan_node(action)
             case ResourceKind.CONTAINER:
                 host = self.hosts[action.host]
                 tail = host.logs_tail(action.name)
@@ -258,6 +260,22 @@ class Executor:
                 return Outcome(action, ok=True)
             case _:
                 assert_never(action.kind)
+
+    def _remove_orphan_node(self, action: RemoveOrphan) -> Outcome:
+        """Offline → re-check → delete, as a reap: a node that connected or took a build meanwhile stays."""
+        name = action.name
+        try:
+            node = self.jenkins.set_temporarily_offline(name, True, "agentpool: removing this orphan node")
+        except ExternalError as exc:
+            if exc.kind is ErrorKind.NOT_FOUND:
+                return Outcome(action, ok=True)
+            raise
+        if node.busy or not node.temporarily_offline:
+            if node.temporarily_offline:
+                self._back_online(name)
+            return Outcome(action, ok=True, removed=False)
+        self.jenkins.delete_node(name)
+        return Outcome(action, ok=True)
 
 
 def _subject(action: Action) -> str:
