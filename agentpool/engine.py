@@ -128,7 +128,7 @@ class Engine:
 
     # -- one pass --------------------------------------------------------------------------
 
-    def observe(self) -> Observed:
+    def observe(self, ticks: float | None = None) -> Observed:
         nodes: tuple[Node, ...] | None = None
         queue = None
         error = ""
@@ -145,12 +145,12 @@ class Engine:
             if not view.reachable:
                 self.hooks.api_error(System.DOCKER, ErrorKind.UNREACHABLE)
             views.append(view)
-        return Observed(queue=queue, nodes=nodes, hosts=tuple(views), jenkins_error=error)
+        return Observed(queue=queue, nodes=nodes, hosts=tuple(views), jenkins_error=error, ticks=ticks)
 
     def run_pass(self, *, execute: bool = True) -> PassReport:
         with self.lock:
             started, ticks = self.clock(), self.monotonic()
-            observed = self.observe()
+            observed = self.observe(ticks)
             plan, memory = planner.plan(observed, self.config, self.memory, self.clock())
             self._log_new_online(self.memory, memory)
             report = PassReport(started=started, duration=0.0, observed=observed, plan=plan)

@@ -138,6 +138,8 @@ class Observed:
     nodes: tuple[Node, ...] | None
     hosts: tuple[HostView, ...]
     jenkins_error: str = ""
+    # monotonic seconds when observed (durations); None: use the wall clock `now` of the pass
+    ticks: float | None = None
 
 
 class AgentState(StrEnum):
@@ -163,6 +165,10 @@ class AgentMemory:
     offline_since: float | None = None
     # inQueueSince of the oldest item the agent was started for (queued → online histogram)
     needed_since: float | None = None
+    # Seconds counted toward launch_timeout while not yet online: monotonic time of passes
+    # that read Jenkins (an outage or a wall-clock step does not count). None: not counted
+    # yet (adopted after a restart), taken from the container's age on first assessment.
+    waited: float | None = None
 
 
 @dataclass(slots=True)
@@ -192,6 +198,7 @@ class Memory:
     # agentpool:<instance>:<daemon_id>:<boot> (see planner/ownership.py).
     daemon_id: str = ""
     boot: str = ""
+    last_ticks: float | None = None  # Observed.ticks of the previous pass (see AgentMemory.waited)
 
 
 class Reason(StrEnum):

@@ -8,7 +8,7 @@ next one is given; the order matters only through what is passed along.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from agentpool.config import Config, PoolConfig
 from agentpool.model import Action, AgentMemory, ItemKind, Memory, Observed, Plan, PoolMemory, Unserved
@@ -51,6 +51,7 @@ def assess_agents(
     wanted: frozenset[str],
     now: float,
     hosts: frozenset[str] | None = None,
+    elapsed: float = 0.0,
 ) -> Agents:
     """Every agent assessed; ``hosts`` are the configured hosts (agents elsewhere are drained)."""
     actions: list[Action] = []
@@ -62,6 +63,8 @@ def assess_agents(
     recovered: set[str] = set()
     for name in sorted(memory.agents):
         am = memory.agents[name]
+        if am.online_at is None:
+            am = replace(am, waited=(am.waited if am.waited is not None else now - am.launched_at) + elapsed)
         pool, pool_mem = pools.get(am.pool), memory.pools.get(am.pool)
         draining = pool is None or (pool_mem is not None and pool_mem.draining)
         # its host was removed from the config: drained, never killed
@@ -139,7 +142,7 @@ def _left_launching(
     return out
 
 
-def _decide(observed: Observed, config: Config, mem: Memory, now: float) -> Plan:
+def _decide(observed: Observed, config: Config, mem: Memory, now: float, elapsed: float) -> Plan:
     pools = {pool.name: pool for pool in config.pools}
     ours = what_is_ours(observed, config, mem)
     taken = frozenset(mem.agents) | frozenset(ours.nodes) | frozenset(ours.containers)
@@ -147,7 +150,8 @@ def _decide(observed: Observed, config: Config, mem: Memory, now: float) -> Plan
     groups, routes = queue.groups, queue.routes
     wanted = frozenset(p.name for candidates in routes.values() for p in candidates)
     mem.agents.update(adopt(ours, pools, mem.agents, now))
-    agents = assess_agents(ours, pools, mem, wanted, now, frozenset(h.name for h in config.docker_hosts))
+    configured = frozenset(h.name for h in config.docker_hosts)
+    agents = assess_agents(ours, pools, mem, wanted, now, configured, elapsed)
     mem.agents = agents.memory
     for pool_name, extra in _left_launching(ours, mem.agents, pools).items():
         agents.capacity[pool_name] = agents.capacity[pool_name] + extra
@@ -191,6 +195,10 @@ def plan(observed: Observed, config: Config, memory: Memory, now: float) -> tupl
     mem = copy_memory(memory)
     for pool in config.pools:
         mem.pools.setdefault(pool.name, PoolMemory())
+    # Time toward launch_timeout: monotonic, and only between passes that read Jenkins.
+    ticks = observed.ticks if observed.ticks is not None else now
+    elapsed = max(0.0, ticks - mem.last_ticks) if mem.last_ticks is not None else 0.0
+    mem.last_ticks = ticks
     if observed.nodes is None:
         return Plan(actions=()), mem
-    return _decide(observed, config, mem, now), mem
+    return _decide(observed, config, mem, now, elapsed), mem

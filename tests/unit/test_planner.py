@@ -337,6 +337,7 @@ def test_copy_memory_covers_every_field() -> None:
         "item_refused",
         "daemon_id",
         "boot",
+        "last_ticks",
     ]
     mem = memory(known(A1, idle_since=T0), pools={"dind": PoolMemory(3, T0, True)})
     mem.orphan_seen["node:x"] = T0
