@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import secrets
-import socket
 import statistics
 import subprocess
 import sys
@@ -91,26 +90,21 @@ def bench_engine(runs: int) -> dict[str, str]:
     }
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("0.0.0.0", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
 def bench_agent(runs: int) -> dict[str, str]:
     """Start → agent connected (WebSocket), against the project's controller on the host."""
     import jenkins
 
     sys.path.insert(0, str(REPO))
-    from agentpool.testing.jenkins import Controller
+    from agentpool_testing.jenkins import Controller
+    from agentpool_testing.jenkins.stub import BUILT_JAR
+    from agentpool_testing.network import bridge_gateway
 
-    if not (REPO / "build" / "agent.jar").exists():
+    if not BUILT_JAR.exists():
         subprocess.run([str(REPO / "scripts" / "build-agent-jar")], check=True, capture_output=True)
     samples: list[float] = []
-    user, token, port = "bench", secrets.token_hex(16), free_port()
-    url = f"http://172.17.0.1:{port}/"  # the host, seen from a container on the default bridge
-    with Controller(listen=f"0.0.0.0:{port}", user=user, token=token, url=url) as ctl:
+    user, token = "bench", secrets.token_hex(16)
+    gateway = bridge_gateway()  # the host, seen from a container on the default bridge
+    with Controller(listen=f"{gateway}:0", user=user, token=token) as ctl:
         server = jenkins.Jenkins(ctl.url, username=user, password=token, timeout=10)
         for i in range(runs):
             node = f"bench-{i}-{secrets.token_hex(3)}"

@@ -23,7 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from agentpool.config import load_config_text
 from agentpool.daemon import Engine
 from agentpool.model import LABEL_AGENT, LABEL_INSTANCE, LABEL_POOL
-from agentpool.testing.jenkins import Controller
+from agentpool_testing.jenkins import Controller
 
 BUSYBOX = "agentpool/busybox:latest"
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 import argparse
 import os
 import secrets
-import socket
 import statistics
 import sys
 import time
@@ -23,16 +22,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from agentpool.config import load_config_text
 from agentpool.daemon import Engine
-from agentpool.testing.jenkins import Controller
-from agentpool.testing.jobs import freestyle_xml
-
-BRIDGE = "172.17.0.1"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("0.0.0.0", 0))
-        return int(s.getsockname()[1])
+from agentpool_testing.jenkins import Controller
+from agentpool_testing.jobs import freestyle_xml
+from agentpool_testing.network import bridge_gateway
 
 
 def main() -> None:
@@ -40,16 +32,13 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=10)
     args = parser.parse_args()
     token = secrets.token_hex(8)
-    port = free_port()
     instance = "l" + secrets.token_hex(3)
     os.environ["AGENTPOOL_BENCH_TOKEN"] = token
     samples: list[float] = []
-    with Controller(
-        listen=f"0.0.0.0:{port}", user="admin", token=token, url=f"http://{BRIDGE}:{port}/"
-    ) as ctl:
+    with Controller(listen=f"{bridge_gateway()}:0", user="admin", token=token) as ctl:
         config = load_config_text(
             f"""
-jenkins: {{url: "http://127.0.0.1:{port}/", agent_url: "{ctl.url}", user: admin, token_env: AGENTPOOL_BENCH_TOKEN}}
+jenkins: {{url: "{ctl.url}", agent_url: "{ctl.url}", user: admin, token_env: AGENTPOOL_BENCH_TOKEN}}
 instance: {instance}
 poll_interval: 0.5s
 metrics: {{listen: null}}
@@ -59,7 +48,7 @@ pools:
 """,
             "bench",
         )
-        server = jenkins.Jenkins(f"http://127.0.0.1:{port}/", username="admin", password=token)
+        server = jenkins.Jenkins(ctl.url, username="admin", password=token)
         engine = Engine(config)
         try:
             for run in range(args.runs):

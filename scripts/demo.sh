@@ -5,4 +5,4 @@
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 setup_all
 cd "$REPO"
-python -m agentpool.demo "$@"
+python -m agentpool_testing.demo "$@"

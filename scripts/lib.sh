@@ -37,10 +37,12 @@ install_python() {
         python3 -m venv "$VENV"
     fi
     local stamp="$VENV/.agentpool-installed"
-    if [ ! -f "$stamp" ] || [ "$REPO/pyproject.toml" -nt "$stamp" ]; then
+    # agentpool with its dev extras, and agentpool-testing (the controller, the demo, the
+    # test helpers: a distribution of its own so that agentpool itself never ships them)
+    if [ ! -f "$stamp" ] || [ "$REPO/pyproject.toml" -nt "$stamp" ] || [ "$REPO/testing/pyproject.toml" -nt "$stamp" ]; then
         log "installing Python dependencies"
         "$VENV/bin/pip" install -q --upgrade pip >/dev/null
-        "$VENV/bin/pip" install -q -e "$REPO[dev]"
+        "$VENV/bin/pip" install -q -e "$REPO[dev]" -e "$REPO/testing"
         touch "$stamp"
     fi
     export PATH="$VENV/bin:$PATH"

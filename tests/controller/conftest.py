@@ -8,7 +8,7 @@ import jenkins
 import pytest
 import requests
 
-from agentpool.testing.jenkins import Controller
+from agentpool_testing.jenkins import Controller
 
 USER = "admin"
 TOKEN = "11d2c5e0a7f34b5c9a1e0f00c0ffee42"

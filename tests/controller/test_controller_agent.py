@@ -16,21 +16,20 @@ import jenkins
 import pytest
 import requests
 
-from agentpool.testing.jenkins import Controller, freestyle_config, pipeline_config
+from agentpool_testing.jenkins import Controller, freestyle_config, pipeline_config
+from agentpool_testing.jenkins.stub import AGENT_SOURCE, BUILT_JAR
 
 REPO = Path(__file__).resolve().parents[2]
-SOURCE = REPO / "agentpool/testing/jenkins/agent/src"
-JAR = REPO / "build/agent.jar"
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(120)]
 
 
 @pytest.fixture(scope="session")
 def built_jar() -> Path:
-    newest_source = max(p.stat().st_mtime for p in SOURCE.rglob("*.java"))
-    if not JAR.exists() or JAR.stat().st_mtime < newest_source:
+    newest_source = max(p.stat().st_mtime for p in AGENT_SOURCE.rglob("*.java"))
+    if not BUILT_JAR.exists() or BUILT_JAR.stat().st_mtime < newest_source:
         subprocess.run([str(REPO / "scripts/build-agent-jar")], check=True, capture_output=True)
-    return JAR
+    return BUILT_JAR
 
 
 @pytest.fixture
@@ -198,7 +197,7 @@ def test_busy_agent_is_visible_to_a_provisioner(
 
 
 def test_pipeline_runs_node_blocks_on_the_agent(
-    server: jenkins.Jenkins, controller: Controller, launch: Launch, tmp_path: Path
+    server: jenkins.Jenkins, controller: Controller, launch: Launch, tmp_path: Path, http: requests.Session
 ) -> None:
     add_node(server, "agent-1", "docker linux", tmp_path / "agent-1")
     launch("agent-1")
@@ -222,11 +221,22 @@ node("linux") { sh "echo second block" }
     wait_until(
         lambda: executor() is not None and "second block" in controller.console("p", 1), what="block 2"
     )
-    assert executor() == {
-        "_class": "org.jenkinsci.plugins.workflow.support.steps."
-        "ExecutorStepExecution$PlaceholderTask$PlaceholderExecutable",
+    placeholder = "org.jenkinsci.plugins.workflow.support.steps.ExecutorStepExecution$PlaceholderTask$PlaceholderExecutable"
+    assert executor() == {"_class": placeholder, "number": 1, "url": controller.url + "job/p/1/"}
+    fields = "number,displayName,fullDisplayName,estimatedDuration,timestamp,url"
+    tree = f"executors[currentExecutable[{fields}]]"
+    answer = http.get(controller.url + "computer/agent-1/api/json", params={"tree": tree}, timeout=10).json()
+    [current] = [e["currentExecutable"] for e in answer["executors"]]
+    started = current.pop("timestamp")
+    assert current == {
+        "_class": placeholder,
+        "number": 1,
+        "displayName": "#1",
+        "fullDisplayName": "p #1",
+        "estimatedDuration": -1,  # no earlier successful build
         "url": controller.url + "job/p/1/",
     }
+    assert started == server.get_build_info("p", 1)["timestamp"]
     marker.touch()
     assert controller.wait_for_build("p", 1, timeout=60) == "SUCCESS"
     console = server.get_build_console_output("p", 1)

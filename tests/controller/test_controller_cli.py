@@ -1,4 +1,4 @@
-"""``python -m agentpool.testing.jenkins``: prints its URL, serves, stops on SIGTERM."""
+"""``python -m agentpool_testing.jenkins``: prints its URL, serves, stops on SIGTERM."""
 
 from __future__ import annotations
 
@@ -9,13 +9,13 @@ import sys
 import jenkins
 import pytest
 
-from agentpool.testing.jenkins import Controller, freestyle_config
+from agentpool_testing.jenkins import Controller, freestyle_config
 
 pytestmark = pytest.mark.timeout(60)
 
 
 def test_cli_serves_until_sigterm() -> None:
-    argv = [sys.executable, "-m", "agentpool.testing.jenkins", "--listen", "127.0.0.1:0", "--token", "t0k"]
+    argv = [sys.executable, "-m", "agentpool_testing.jenkins", "--listen", "127.0.0.1:0", "--token", "t0k"]
     argv += ["--url", "http://jenkins.example:8080/"]
     proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
@@ -27,8 +27,34 @@ def test_cli_serves_until_sigterm() -> None:
         assert proc.wait(timeout=20) == 0
 
 
+def test_cli_accounts_have_only_their_permissions() -> None:
+    argv = [sys.executable, "-m", "agentpool_testing.jenkins", "--listen", "127.0.0.1:0", "--token", "t0k"]
+    argv += ["--account", "svc:svc-t0k:Overall/Read,Job/Read"]
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout is not None
+        svc = jenkins.Jenkins(proc.stdout.readline().strip(), username="svc", password="svc-t0k", timeout=10)
+        assert svc.get_queue_info() == []
+        with pytest.raises(jenkins.JenkinsException, match=r"\[403\]"):
+            svc.create_node("agent-1", launcher=jenkins.LAUNCHER_JNLP, launcher_params={})
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=20) == 0
+
+
+@pytest.mark.parametrize(
+    ("account", "message"),
+    [("svc:t:Agent/Fly", "unknown permission 'Agent/Fly'"), ("svc-s3cr3t", "NAME:TOKEN:PERMISSION")],
+)
+def test_cli_rejects_a_bad_account(account: str, message: str) -> None:
+    argv = [sys.executable, "-m", "agentpool_testing.jenkins", "--token", "t", "--account", account]
+    proc = subprocess.run(argv, capture_output=True, text=True, timeout=30, check=False)
+    assert proc.returncode == 2
+    assert message in proc.stderr and "s3cr3t" not in proc.stderr
+
+
 def test_cli_rejects_a_bad_listen_address() -> None:
-    argv = [sys.executable, "-m", "agentpool.testing.jenkins", "--listen", "nonsense", "--token", "t"]
+    argv = [sys.executable, "-m", "agentpool_testing.jenkins", "--listen", "nonsense", "--token", "t"]
     proc = subprocess.run(argv, capture_output=True, text=True, timeout=30, check=False)
     assert proc.returncode == 2
     assert "--listen must be HOST:PORT" in proc.stderr

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from agentpool.testing.jenkins import freestyle_config, pipeline_config
-from agentpool.testing.jenkins.config import (
+from agentpool_testing.jenkins import freestyle_config, pipeline_config
+from agentpool_testing.jenkins.config import (
     FREESTYLE,
     WORKFLOW_JOB,
     ConfigError,

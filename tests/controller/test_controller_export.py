@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from agentpool.testing.jenkins.export import Bean, TreeSyntaxError, parse_tree, pruner_for, serialise
+from agentpool_testing.jenkins.export import Bean, TreeSyntaxError, parse_tree, pruner_for, serialise
 
 
 def _queue() -> Bean:

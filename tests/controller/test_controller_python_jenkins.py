@@ -15,7 +15,7 @@ import jenkins
 import pytest
 import requests
 
-from agentpool.testing.jenkins import Controller, freestyle_config, pipeline_config
+from agentpool_testing.jenkins import Controller, freestyle_config, pipeline_config
 
 pytestmark = pytest.mark.timeout(60)
 

@@ -13,9 +13,9 @@ from dataclasses import dataclass
 
 import pytest
 
-from agentpool.testing.jenkins import texts
-from agentpool.testing.jenkins.config import FREESTYLE, JobConfig
-from agentpool.testing.jenkins.model import Jenkins, QueueItem, StepRequest, StepSink, Work
+from agentpool_testing.jenkins import texts
+from agentpool_testing.jenkins.config import FREESTYLE, JobConfig
+from agentpool_testing.jenkins.model import Jenkins, QueueItem, StepRequest, StepSink, Work
 
 
 class SilentChannel:
@@ -56,7 +56,7 @@ def why(
             if n.state == "temp-offline":
                 j.toggle_offline(c, "maint")
             if n.state == "busy":
-                from agentpool.testing.jenkins.model import Build
+                from agentpool_testing.jenkins.model import Build
 
                 c.executors = [Work(Build(filler, 1, 0), placeholder=False) for _ in range(n.executors)]
         if before is not None:

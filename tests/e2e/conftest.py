@@ -1,8 +1,9 @@
 """End-to-end fixtures: the project's Jenkins-compatible controller over real HTTP, the real
 Docker engine, the real dind agent image, and agentpool's own engine driving them.
 
-Agents run in containers and reach the controller at the bridge gateway (172.17.0.1); the
-controller listens on all addresses of this machine for that. Every test run uses its own
+Agents run in containers and reach the controller at the bridge gateway, read from the engine
+(``docker network inspect bridge``); the controller listens there, on a free port, and
+agentpool talks to it at the same address. Every test run uses its own
 instance name, so nothing it creates can be confused with another run's.
 """
 
@@ -25,10 +26,10 @@ import pytest
 
 from agentpool.config import Config, load_config
 from agentpool.daemon import Engine
-from agentpool.testing.artifacts import ArtifactServer
-from agentpool.testing.jenkins import Controller
+from agentpool_testing.artifacts import ArtifactServer
+from agentpool_testing.jenkins import Controller
+from agentpool_testing.network import bridge_gateway
 
-BRIDGE = "172.17.0.1"
 IMAGE = "agentpool/dind-agent:latest"
 BUSYBOX = "agentpool/busybox:latest"
 REPO = Path(__file__).resolve().parents[2]
@@ -39,7 +40,7 @@ NOTHING: dict[str, list[str]] = {"containers": [], "volumes": [], "nodes": []}
 
 def free_port() -> int:
     with socket.socket() as s:
-        s.bind(("0.0.0.0", 0))
+        s.bind(("127.0.0.1", 0))
         port: int = s.getsockname()[1]
         return port
 
@@ -61,9 +62,15 @@ def docker_client() -> Iterator[docker.DockerClient]:
 
 
 @pytest.fixture(scope="session")
-def artifacts(docker_client: docker.DockerClient) -> Iterator[ArtifactServer]:
+def bridge(docker_client: docker.DockerClient) -> str:
+    """The engine's bridge gateway: where agents in containers reach this machine."""
+    return bridge_gateway(docker_client)
+
+
+@pytest.fixture(scope="session")
+def artifacts(docker_client: docker.DockerClient, bridge: str) -> Iterator[ArtifactServer]:
     """Busybox served to builds, which `docker load` it into their agent's own engine."""
-    with ArtifactServer(docker_client, {"busybox": BUSYBOX}) as server:
+    with ArtifactServer(docker_client, {"busybox": BUSYBOX}, listen=bridge) as server:
         yield server
 
 
@@ -72,10 +79,9 @@ def docker_script(artifacts: ArtifactServer, message: str) -> str:
 
 
 @pytest.fixture
-def controller() -> Iterator[Controller]:
+def controller(bridge: str) -> Iterator[Controller]:
     token = secrets.token_hex(16)
-    port = free_port()
-    ctl = Controller(listen=f"0.0.0.0:{port}", user="admin", token=token, url=f"http://{BRIDGE}:{port}/")
+    ctl = Controller(listen=f"{bridge}:0", user="admin", token=token)
     ctl.start()
     ctl.test_token = token  # type: ignore[attr-defined]
     yield ctl
@@ -85,7 +91,7 @@ def controller() -> Iterator[Controller]:
 @pytest.fixture
 def jenkins_client(controller: Controller) -> jenkins.Jenkins:
     return jenkins.Jenkins(
-        f"http://127.0.0.1:{controller.port}/",
+        controller.url,
         username="admin",
         password=controller.test_token,  # type: ignore[attr-defined]
         timeout=10,
@@ -120,10 +126,10 @@ def make_config(
         settings.update(pool)
         lines = [
             "jenkins:",
-            f"  url: http://127.0.0.1:{controller.port}/",
+            f"  url: {controller.url}",
             "  user: admin",
             "  token_env: AGENTPOOL_TEST_TOKEN",
-            f"  agent_url: http://{BRIDGE}:{controller.port}/",
+            f"  agent_url: {controller.url}",
             f"instance: {instance}",
             f"poll_interval: {poll_interval}",
             "metrics:",

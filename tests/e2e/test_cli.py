@@ -11,8 +11,8 @@ import jenkins
 import pytest
 
 from agentpool.daemon import Engine
-from agentpool.testing.jenkins import Controller
-from agentpool.testing.jobs import freestyle_xml
+from agentpool_testing.jenkins import Controller
+from agentpool_testing.jobs import freestyle_xml
 
 from .conftest import NOTHING, ConfigFactory, drive, leftovers, run_cli
 

@@ -17,8 +17,8 @@ import pytest
 from agentpool.daemon import Engine
 from agentpool.logs import redact, setup_logging
 from agentpool.model import LABEL_AGENT, LABEL_INSTANCE, LABEL_POOL, Provision, Reap, Reason, RemoveOrphan
-from agentpool.testing.jenkins import Controller
-from agentpool.testing.jobs import freestyle_xml
+from agentpool_testing.jenkins import Controller
+from agentpool_testing.jobs import freestyle_xml
 
 from .conftest import BUSYBOX, NOTHING, ConfigFactory, ImageFactory, drive, leftovers, wait_for
 

@@ -21,8 +21,8 @@ import requests
 from agentpool.engine import Engine
 from agentpool.service.layer import ServiceLayer
 from agentpool.service.page import duration
-from agentpool.testing.jenkins import Controller
-from agentpool.testing.jobs import freestyle_xml
+from agentpool_testing.jenkins import Controller
+from agentpool_testing.jobs import freestyle_xml
 
 from .browser import chromium, chromium_path, recording_proxy
 from .conftest import REPO, ConfigFactory, drive, free_port

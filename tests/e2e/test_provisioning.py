@@ -7,9 +7,9 @@ import jenkins
 import pytest
 
 from agentpool.daemon import Engine
-from agentpool.testing.artifacts import ArtifactServer
-from agentpool.testing.jenkins import Controller
-from agentpool.testing.jobs import freestyle_xml, pipeline_xml
+from agentpool_testing.artifacts import ArtifactServer
+from agentpool_testing.jenkins import Controller
+from agentpool_testing.jobs import freestyle_xml, pipeline_xml
 
 from .conftest import NOTHING, ConfigFactory, build_info, docker_script, drive, leftovers, result
 

@@ -16,9 +16,9 @@ import pytest
 
 from agentpool.daemon import Engine
 from agentpool.model import LABEL_AGENT, LABEL_INSTANCE, LABEL_POOL
-from agentpool.testing.artifacts import ArtifactServer
-from agentpool.testing.jenkins import Controller
-from agentpool.testing.jobs import freestyle_xml
+from agentpool_testing.artifacts import ArtifactServer
+from agentpool_testing.jenkins import Controller
+from agentpool_testing.jobs import freestyle_xml
 
 from .conftest import (
     BUSYBOX,

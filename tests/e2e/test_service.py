@@ -17,8 +17,8 @@ import jenkins
 import pytest
 import requests
 
-from agentpool.testing.jenkins import Controller
-from agentpool.testing.jobs import freestyle_xml
+from agentpool_testing.jenkins import Controller
+from agentpool_testing.jobs import freestyle_xml
 
 from .conftest import REPO, ConfigFactory, free_port, leftovers, result, run_cli, wait_for
 

@@ -19,13 +19,14 @@ from agentpool.adapters.docker import AgentSpec
 from agentpool.adapters.images import ensure_image
 from agentpool.model import LABEL_AGENT, LABEL_INSTANCE, LABEL_POOL
 from agentpool.security import host_config_fields, host_config_kwargs
-from agentpool.testing.jenkins import Controller
+from agentpool_testing.jenkins import Controller
+from agentpool_testing.jenkins.stub import BUILT_JAR
 from tests.fleet.conftest import CAP_DROP, IMAGE, Fleet
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow, pytest.mark.timeout(400)]
 
 REPO = Path(__file__).resolve().parents[2]
-JAR = REPO / "build" / "agent.jar"
+JAR = BUILT_JAR
 
 
 def free_port() -> int:
@@ -42,8 +43,10 @@ def controller(fleet: Fleet) -> Iterator[tuple[Controller, jenkins.Jenkins]]:
     token, port = secrets.token_hex(16), free_port()
     # Agents in the fleet's engines reach this machine at the fleet network's gateway.
     url = f"http://{fleet.gateway}:{port}/"
-    with Controller(listen=f"0.0.0.0:{port}", user="admin", token=token, url=url, quiet_period=0) as ctl:
-        yield ctl, jenkins.Jenkins(f"http://127.0.0.1:{port}/", username="admin", password=token, timeout=10)
+    with Controller(
+        listen=f"{fleet.gateway}:{port}", user="admin", token=token, url=url, quiet_period=0
+    ) as ctl:
+        yield ctl, jenkins.Jenkins(url, username="admin", password=token, timeout=10)
 
 
 def test_agent_image_is_copied_without_a_registry_and_an_agent_runs_from_it(

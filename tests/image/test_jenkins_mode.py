@@ -8,7 +8,6 @@ container's own Docker engine. SIGTERM then takes the agent offline and the cont
 from __future__ import annotations
 
 import secrets
-import socket
 import subprocess
 import time
 from collections.abc import Callable, Iterator
@@ -17,37 +16,27 @@ from pathlib import Path
 import jenkins
 import pytest
 
-from agentpool.testing.jenkins import Controller, freestyle_config
+from agentpool_testing.jenkins import Controller, freestyle_config
+from agentpool_testing.jenkins.stub import AGENT_SOURCE, BUILT_JAR
+from agentpool_testing.network import bridge_gateway
 from tests.image.dindtools import BUSYBOX, REPO, Agents, docker
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow, pytest.mark.timeout(180)]
 
-JAR = REPO / "build" / "agent.jar"
-SOURCE = REPO / "agentpool/testing/jenkins/agent/src"
-BRIDGE_GATEWAY = "172.17.0.1"  # where containers reach the host
-
 
 @pytest.fixture(scope="module")
 def agent_jar() -> Path:
-    newest = max(p.stat().st_mtime for p in SOURCE.rglob("*.java"))
-    if not JAR.exists() or JAR.stat().st_mtime < newest:
+    newest = max(p.stat().st_mtime for p in AGENT_SOURCE.rglob("*.java"))
+    if not BUILT_JAR.exists() or BUILT_JAR.stat().st_mtime < newest:
         subprocess.run([str(REPO / "scripts/build-agent-jar")], check=True, capture_output=True)
-    return JAR
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("0.0.0.0", 0))
-        port: int = s.getsockname()[1]
-        return port
+    return BUILT_JAR
 
 
 @pytest.fixture
 def controller(agent_jar: Path) -> Iterator[tuple[Controller, jenkins.Jenkins]]:
     user, token = "admin", secrets.token_hex(16)
-    port = free_port()
-    url = f"http://{BRIDGE_GATEWAY}:{port}/"
-    with Controller(listen=f"0.0.0.0:{port}", user=user, token=token, url=url, quiet_period=0) as ctl:
+    gateway = bridge_gateway()  # where containers reach the host
+    with Controller(listen=f"{gateway}:0", user=user, token=token, quiet_period=0) as ctl:
         yield ctl, jenkins.Jenkins(ctl.url, username=user, password=token, timeout=10)
 
 

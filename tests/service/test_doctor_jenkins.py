@@ -10,7 +10,7 @@ import pytest
 
 from agentpool.config import Config, load_config_text
 from agentpool.doctor import _check_node_permissions, check_jenkins, format_report
-from agentpool.testing.jenkins import Controller
+from agentpool_testing.jenkins import Controller
 
 TOKEN = "0123456789abcdef0123456789abcdef"
 

@@ -42,8 +42,8 @@ HARDENING = (
     "UMask",
     "SupplementaryGroups",
     "StateDirectory",
-    "ConfigurationDirectory",
     "LoadCredential",
+    "LimitNOFILE",
 )
 
 

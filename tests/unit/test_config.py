@@ -15,6 +15,7 @@ from agentpool.config import (
     parse_bytes,
     parse_duration,
 )
+from agentpool_testing.demo import DEMO_CONFIG, load_demo_config
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -271,7 +272,7 @@ def test_unreadable_config_file(tmp_path: Path) -> None:
 
 def test_shipped_configs_are_valid(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.setenv("AGENTPOOL_DEMO_TOKEN", "demo")
-    demo = load_config(REPO / "config" / "demo.yaml")
+    demo = load_demo_config(DEMO_CONFIG, "http://192.0.2.7:40123/")  # the demo fills in its URL
     [pool] = demo.pools
     assert (pool.name, pool.labels, pool.security, pool.cap_drop) == (
         "dind",
@@ -280,7 +281,7 @@ def test_shipped_configs_are_valid(monkeypatch: pytest.MonkeyPatch, tmp_path: Pa
         ["SYS_RESOURCE"],
     )
     assert (pool.idle_timeout, pool.max_agents, demo.poll_interval) == (20.0, 3, 2.0)
-    assert demo.jenkins.effective_agent_url == "http://172.17.0.1:8080/"
+    assert demo.jenkins.url == demo.jenkins.effective_agent_url == "http://192.0.2.7:40123/"
     # example.yaml reads /etc/agentpool/jenkins.token: point it at a file that exists
     example = (REPO / "config" / "example.yaml").read_text()
     (tmp_path / "jenkins.token").write_text("t")

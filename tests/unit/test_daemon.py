@@ -12,7 +12,7 @@ from pathlib import Path
 
 from agentpool.config import load_config_text
 from agentpool.daemon import Daemon, Engine
-from agentpool.testing.jenkins import Controller
+from agentpool_testing.jenkins import Controller
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -18,7 +18,7 @@ import pytest
 from agentpool.adapters.jenkins import JenkinsAdapter
 from agentpool.errors import JenkinsError
 from agentpool.model import ItemKind
-from agentpool.testing.jenkins import Controller, freestyle_config, pipeline_config
+from agentpool_testing.jenkins import Controller, freestyle_config, pipeline_config
 
 TOKEN = secrets.token_hex(16)
 

@@ -3,7 +3,7 @@
 Every path, status code and header here is one a real Jenkins answers (see
 ``docs/jenkins-controller.md``); python-jenkins and the provisioner are pointed at it
 unmodified. Handlers run on the controller's event loop and call into
-:class:`~agentpool.testing.jenkins.model.Jenkins`.
+:class:`~agentpool_testing.jenkins.model.Jenkins`.
 """
 
 from __future__ import annotations
@@ -31,6 +31,7 @@ from xml.sax.saxutils import escape
 
 from aiohttp import WSMsgType, web
 
+from .auth import ALL, ANONYMOUS_READ, AccessDeniedError, Account, Permission
 from .beans import Exporter
 from .config import ConfigError, parse_job_config
 from .export import Bean, TreeSyntaxError, pruner_for, serialise
@@ -40,15 +41,17 @@ from .model import (
     Computer,
     Failure,
     Jenkins,
+    Job,
+    QueueItem,
     StepRequest,
     StepSink,
 )
+from .stub import agent_jar_path
 
 log = logging.getLogger(__name__)
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 UNPROTECTED = ("/login", "/wsagents", "/jnlpJars/", "/tcpSlaveAgentListener")
-REPO_ROOT = Path(__file__).resolve().parents[3]
 NODE_TYPES = ("hudson.slaves.DumbSlave$DescriptorImpl", "hudson.slaves.DumbSlave")
 
 
@@ -221,6 +224,51 @@ def _redirect(request: web.Request, path: str, status: int = 302) -> web.Respons
     return web.Response(status=status, headers={"Location": f"{request.url.origin()}/{path.lstrip('/')}"})
 
 
+def _denied(exc: AccessDeniedError) -> web.Response:
+    """``AccessDeniedException3`` as Jenkins renders it: 403, and who lacks which permission."""
+    response = _html("Access Denied [Jenkins]", f"<h1>Access Denied</h1><p>{escape(str(exc))}</p>", 403)
+    response.headers["X-You-Are-Authenticated-As"] = exc.user
+    response.headers["X-You-Are-In-Group-Disabled"] = (
+        "JENKINS-39402: use -Dhudson.security.AccessDeniedException2.REPORT_GROUP_HEADERS=true "
+        "or use /whoAmI to diagnose"
+    )
+    response.headers["X-Required-Permission"] = exc.permission.id
+    if exc.permission is not Permission.ADMINISTER:
+        response.headers["X-Permission-Implied-By"] = Permission.ADMINISTER.id
+    return response
+
+
+def job_of(item: QueueItem) -> Job:
+    """The job whose Job/Read decides whether ``item`` is listed (a Pipeline item's run's job)."""
+    return item.task if isinstance(item.task, Job) else item.task.run.job
+
+
+# What ``POST /scriptText`` runs: the exact label of every queued item (the reference's script),
+# and plain string prints (python-jenkins' ``run_script`` appends ``print(")]}.")``).
+QUEUE_LABELS_SCRIPT = re.compile(
+    r"(?:jenkins\.model\.)?Jenkins\s*\.\s*(?:instance|getInstance\(\)|get\(\))\s*\.\s*queue\s*\.\s*items"
+    r"\s*\.\s*each\s*\{\s*println\s*\(?\s*\"\$\{it\.id\}(?:\\t|\t)\$\{it\.assignedLabel\}\"\s*\)?\s*;?\s*\}\s*;?"
+)
+PRINT_LITERAL = re.compile(r"(print|println)\s*\(?\s*(?:'([^'\\]*)'|\"([^\"\\$]*)\")\s*\)?\s*;?")
+
+
+def run_script(script: str, queue_labels: Callable[[], str]) -> str | None:
+    """The output of ``script`` if it is made only of statements this controller knows, else None."""
+    out: list[str] = []
+    for line in script.splitlines():
+        statement = line.strip()
+        if not statement:
+            continue
+        if QUEUE_LABELS_SCRIPT.fullmatch(statement):
+            out.append(queue_labels())
+        elif printed := PRINT_LITERAL.fullmatch(statement):
+            text = printed.group(2) if printed.group(2) is not None else printed.group(3)
+            out.append(text + ("\n" if printed.group(1) == "println" else ""))
+        else:
+            return None
+    return "".join(out)
+
+
 async def _requires_post(request: web.Request) -> web.Response:
     response = _html("This URL requires POST", "<h1>This URL requires POST</h1>", 405)
     response.headers["Allow"] = "POST"
@@ -240,13 +288,15 @@ class Server:
         anonymous_read: bool,
         version: str,
         faults: Faults,
+        agent_jar: Path | None = None,
     ) -> None:
         self.j = jenkins
+        self.jar_path = agent_jar
         self.export = Exporter(jenkins)
-        self.user = user
-        self.token = token
-        self.password = password
-        self.anonymous_read = anonymous_read
+        self.accounts: dict[str, Account] = {user: Account(user, token, password, ALL)}
+        self.anonymous = Account(
+            "anonymous", "", permissions=ANONYMOUS_READ if anonymous_read else frozenset()
+        )
         self.version = version
         self.faults = faults
         self.session = secrets.token_hex(4)
@@ -283,6 +333,7 @@ class Server:
         get("/computer/{name}/api/json", self.computer)
         post_only("/computer/{name}/doDelete", self.delete_node)
         post_only("/computer/{name}/toggleOffline", self.toggle_offline)
+        post_only("/computer/{name}/changeOfflineCause", self.change_offline_cause)
         get("/computer/{name}/config.xml", self.node_config)
         post("/computer/{name}/config.xml", self.update_node_config)
         get("/computer/{name}/jenkins-agent.jnlp", self.jnlp)
@@ -302,6 +353,7 @@ class Server:
         get("/job/{name}/{number}/api/json", self.build_api)
         get("/job/{name}/{number}/consoleText", self.console_text)
         post_only("/job/{name}/{number}/stop", self.stop_build)
+        post_only("/scriptText", self.script_text)
         return app
 
     def count_key(self, request: web.Request) -> str:
@@ -330,6 +382,8 @@ class Server:
                 response.headers["Allow"] = ", ".join(sorted(exc.allowed_methods))
             except Failure as exc:
                 response = _failure(str(exc))
+            except AccessDeniedError as exc:
+                response = _denied(exc)
             except web.HTTPException as exc:
                 response = _error(exc.status, exc.reason)
             except Exception:  # answer like Jenkins' oops page, headers included
@@ -343,50 +397,58 @@ class Server:
 
     async def _authorised(self, request: web.Request, handler: Handler) -> web.StreamResponse:
         header = request.headers.get("Authorization", "")
-        who = "anonymous"
+        account = self.anonymous
         by_password = False
+        unprotected = request.path.startswith(UNPROTECTED)
         if header.lower().startswith("basic "):
             try:
                 user, _, secret = base64.b64decode(header[6:].strip()).decode().partition(":")
             except ValueError:
                 user, secret = "", ""
-            token_ok = user == self.user and hmac.compare_digest(secret.encode(), self.token.encode())
+            found = self.accounts.get(user)
+            token_ok = found is not None and hmac.compare_digest(secret.encode(), found.token.encode())
             password_ok = (
-                self.password is not None
-                and user == self.user
-                and hmac.compare_digest(secret.encode(), self.password.encode())
+                found is not None
+                and found.password is not None
+                and hmac.compare_digest(secret.encode(), found.password.encode())
             )
-            if self.faults._rejecting() or not (token_ok or password_ok):
+            if found is None or self.faults._rejecting() or not (token_ok or password_ok):
                 response = _error(401, f"Invalid password/token for user: {user}")
                 response.headers["WWW-Authenticate"] = 'Basic realm="Jenkins"'
                 return response
-            who, by_password = user, not token_ok
-        elif self.faults._rejecting() and not request.path.startswith(UNPROTECTED):
+            account, by_password = found, not token_ok
+        elif self.faults._rejecting() and not unprotected:
             response = _error(401, "Unauthorized")
             response.headers["WWW-Authenticate"] = 'Basic realm="Jenkins"'
             return response
-        if who == "anonymous" and not self.anonymous_read and not request.path.startswith(UNPROTECTED):
+        if account is self.anonymous and not account.has(Permission.READ) and not unprotected:
             response = _html("Authentication required", "<h1>Authentication required</h1>", 403)
             response.headers["X-You-Are-Authenticated-As"] = "anonymous"
             response.headers["X-You-Are-In-Group-Disabled"] = (
                 "JENKINS-39402: use -Dhudson.security.AccessDeniedException2.REPORT_GROUP_HEADERS=true "
                 "or use /whoAmI to diagnose"
             )
-            response.headers["X-Required-Permission"] = "hudson.model.Hudson.Read"
+            response.headers["X-Required-Permission"] = Permission.READ.id
             return response
-        if by_password and request.method == "POST" and not self._crumb_ok(request, who):
+        if not unprotected:
+            account.check(Permission.READ)
+        if by_password and request.method == "POST" and not self._crumb_ok(request, account.name):
             return _error(403, "No valid crumb was included in the request")
         return await handler(request)
 
-    def _user(self, request: web.Request) -> str:
-        """Who the (already authorised) request is from."""
+    def _account(self, request: web.Request) -> Account:
+        """Who the (already authorised: its credentials were checked) request is from."""
         header = request.headers.get("Authorization", "")
         if header.lower().startswith("basic "):
             try:
-                return base64.b64decode(header[6:].strip()).decode().partition(":")[0]
+                user = base64.b64decode(header[6:].strip()).decode().partition(":")[0]
             except ValueError:
-                return "anonymous"
-        return "anonymous"
+                return self.anonymous
+            return self.accounts.get(user, self.anonymous)
+        return self.anonymous
+
+    def _user(self, request: web.Request) -> str:
+        return self._account(request).name
 
     def _session_of(self, request: web.Request) -> str:
         return request.cookies.get(self._cookie_name, "")
@@ -429,7 +491,7 @@ class Server:
         return _html("Dashboard [Jenkins]")
 
     async def root_api(self, request: web.Request) -> web.Response:
-        return self.api(request, self.export.hudson())
+        return self.api(request, self.export.hudson(self._account(request).may_read_job))
 
     async def login(self, request: web.Request) -> web.Response:
         return _html("Sign in [Jenkins]", "<form method='post' action='j_spring_security_check'></form>")
@@ -459,11 +521,13 @@ class Server:
         return self.api(request, bean)
 
     async def quiet_down(self, request: web.Request) -> web.Response:
+        self._account(request).check(Permission.ADMINISTER)
         self.j.quieting_down = True
         self.j.changed()
         return _redirect(request, "/")
 
     async def cancel_quiet_down(self, request: web.Request) -> web.Response:
+        self._account(request).check(Permission.ADMINISTER)
         self.j.quieting_down = False
         self.j.changed()
         return _redirect(request, "/")
@@ -471,7 +535,8 @@ class Server:
     # --- queue ---------------------------------------------------------------------
 
     async def queue(self, request: web.Request) -> web.Response:
-        return self.api(request, self.export.queue())
+        account = self._account(request)
+        return self.api(request, self.export.queue(lambda item: account.may_read_job(job_of(item).name)))
 
     async def queue_item(self, request: web.Request) -> web.Response:
         try:
@@ -510,6 +575,7 @@ class Server:
         return self.api(request, self.export.computer(self._computer(request)))
 
     async def create_node(self, request: web.Request) -> web.Response:
+        self._account(request).check(Permission.AGENT_CREATE)
         form = await request.post()
         params = {**request.query, **{k: str(v) for k, v in form.items()}}
         kind = params.get("type")
@@ -526,6 +592,7 @@ class Server:
 
     async def delete_node(self, request: web.Request) -> web.Response:
         computer = self._computer(request)
+        self._account(request).check(Permission.AGENT_DELETE)
         if computer.builtin:
             return _error(400, "Bad Request")
         await self.j.delete_node(computer)
@@ -533,7 +600,18 @@ class Server:
 
     async def toggle_offline(self, request: web.Request) -> web.Response:
         computer = self._computer(request)
+        # taking offline needs Agent/Disconnect, bringing back online Agent/Connect
+        wanted = Permission.AGENT_CONNECT if computer.temp_offline else Permission.AGENT_DISCONNECT
+        self._account(request).check(wanted)
         self.j.toggle_offline(computer, request.query.get("offlineMessage", "").strip())
+        return _redirect(request, f"/computer/{request.match_info['name']}/")
+
+    async def change_offline_cause(self, request: web.Request) -> web.Response:
+        computer = self._computer(request)
+        self._account(request).check(Permission.AGENT_DISCONNECT)
+        form = await request.post()
+        message = request.query.get("offlineMessage") or str(form.get("offlineMessage", ""))
+        self.j.change_offline_cause(computer, message.strip())
         return _redirect(request, f"/computer/{request.match_info['name']}/")
 
     async def node_config(self, request: web.Request) -> web.Response:
@@ -589,6 +667,7 @@ class Server:
         c = self._computer(request)
         if c.builtin or c.launcher != JNLP_LAUNCHER:
             return _not_found()
+        self._account(request).check(Permission.AGENT_CONNECT)
         args = [self.j.secret(c.name), c.name]
         if c.web_socket:
             args.append("-webSocket")
@@ -613,7 +692,7 @@ class Server:
     async def agent_jar(self, request: web.Request) -> web.StreamResponse:
         if request.match_info["jar"] not in ("agent.jar", "remoting.jar", "slave.jar"):
             return _not_found()
-        path = Path(os.environ.get("AGENTPOOL_AGENT_JAR") or REPO_ROOT / "build" / "agent.jar")
+        path = agent_jar_path(self.jar_path)
         if not path.is_file():
             message = f"agent.jar is not built: {path} does not exist (run scripts/build-agent-jar)"
             return _error(404, message)
@@ -663,8 +742,9 @@ class Server:
     # --- jobs ----------------------------------------------------------------------
 
     def _job(self, request: web.Request) -> Any:
+        """The job named in the URL; one the caller may not read does not exist for it."""
         job = self.j.jobs.get(request.match_info["name"])
-        if job is None:
+        if job is None or not self._account(request).may_read_job(job.name):
             raise web.HTTPNotFound
         return job
 
@@ -765,3 +845,25 @@ class Server:
     async def console_text(self, request: web.Request) -> web.Response:
         build = self._build(request)
         return web.Response(text="".join(build.console), content_type="text/plain", charset="utf-8")
+
+    # --- script console --------------------------------------------------------------
+
+    async def script_text(self, request: web.Request) -> web.Response:
+        """``Jenkins.doScriptText``, for the one script a provisioner sends (Overall/Administer)."""
+        self._account(request).check(Permission.ADMINISTER)
+        form = await request.post()
+        script = str(form.get("script") or request.query.get("script") or "")
+
+        def queue_labels() -> str:
+            items = self.j.queue_order()
+            return "".join(f"{i.id}\t{'null' if i.label is None else i.label}\n" for i in items)
+
+        output = run_script(script, queue_labels)
+        if output is None:
+            text = (
+                "groovy.lang.MissingMethodException: this Jenkins-compatible test controller runs only "
+                'Jenkins.instance.queue.items.each{println "${it.id}\\t${it.assignedLabel}"} '
+                "and print of a string literal\n"
+            )
+            return web.Response(status=400, text=text, content_type="text/plain", charset="utf-8")
+        return web.Response(text=output, content_type="text/plain", charset="utf-8")

@@ -4,7 +4,7 @@ and the benchmarks: thin wrappers over the controller's config.xml builders with
 
 from __future__ import annotations
 
-from agentpool.testing.jenkins import freestyle_config, pipeline_config
+from agentpool_testing.jenkins import freestyle_config, pipeline_config
 
 
 def freestyle_xml(label: str, script: str) -> str:

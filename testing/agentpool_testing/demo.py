@@ -1,5 +1,5 @@
 """The README's demo: agentpool against the project's Jenkins-compatible controller and the
-local Docker engine, on the embedded defaults (``config/demo.yaml``).
+local Docker engine, on the config shipped with this package (``demo.yaml``).
 
 It starts the controller, queues a freestyle build and a Pipeline build that both ask for
 ``docker && linux`` and run ``docker run`` inside their agent, runs agentpool's reconcile
@@ -16,19 +16,21 @@ import os
 import secrets
 import sys
 import time
+from importlib import resources
 from pathlib import Path
 
 import docker
 import jenkins
 
-from agentpool.config import load_config
+from agentpool.config import Config, ConfigError, load_config_text
 from agentpool.daemon import Engine
 from agentpool.logs import setup_logging
-from agentpool.testing.artifacts import BRIDGE_GATEWAY, ArtifactServer
-from agentpool.testing.jenkins import Controller
-from agentpool.testing.jobs import freestyle_xml, pipeline_xml
+from agentpool_testing.artifacts import ArtifactServer
+from agentpool_testing.jenkins import Controller
+from agentpool_testing.jobs import freestyle_xml, pipeline_xml
+from agentpool_testing.network import BridgeGatewayError, bridge_gateway, free_port
 
-DEMO_CONFIG = Path(__file__).resolve().parent.parent / "config" / "demo.yaml"
+DEMO_CONFIG = Path(str(resources.files(__package__ or "agentpool_testing").joinpath("demo.yaml")))
 BUSYBOX = "agentpool/busybox:latest"
 
 
@@ -36,31 +38,48 @@ def say(text: str) -> None:
     print(f"[demo {time.strftime('%H:%M:%S')}] {text}", flush=True)
 
 
+URL_PLACEHOLDER = "${AGENTPOOL_DEMO_URL}"
+
+
+def load_demo_config(path: str | Path, url: str) -> Config:
+    """The demo config at ``path`` with ``${AGENTPOOL_DEMO_URL}`` filled in with ``url``."""
+    name = str(path)
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError([f"{name}:1: (file): cannot read the config: {exc}"]) from None
+    return load_config_text(text.replace(URL_PLACEHOLDER, url), name)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
-    parser.add_argument("--config", default=str(DEMO_CONFIG))
+    parser.add_argument(
+        "--config", default=str(DEMO_CONFIG), help=f"demo config ({URL_PLACEHOLDER} is filled in)"
+    )
     parser.add_argument("--timeout", type=float, default=300.0)
     args = parser.parse_args(argv)
+    sys.stdout.reconfigure(line_buffering=True)  # type: ignore[union-attr]  # a TextIOWrapper
     setup_logging("kv", "INFO")
     logging.getLogger("agentpool").setLevel(logging.INFO)
 
     token = secrets.token_hex(16)
     os.environ["AGENTPOOL_DEMO_TOKEN"] = token
-    config = load_config(args.config)
-    port = int(config.jenkins.url.rstrip("/").rsplit(":", 1)[1])
     client = docker.from_env()
-    controller = Controller(
-        listen=f"0.0.0.0:{port}",
-        user=config.jenkins.user,
-        token=token,
-        url=f"http://{BRIDGE_GATEWAY}:{port}/",
-    )
-    controller.start()
-    say(f"Jenkins-compatible controller at {config.jenkins.url} (agents reach it at {controller.url})")
+    try:
+        gateway = bridge_gateway(client)
+        port = free_port(gateway)
+        config = load_demo_config(args.config, f"http://{gateway}:{port}/")
+        controller = Controller(listen=f"{gateway}:{port}", user=config.jenkins.user, token=token)
+        controller.start()
+    except (BridgeGatewayError, ConfigError, OSError, RuntimeError) as exc:
+        client.close()
+        print(f"demo: {exc}", file=sys.stderr)
+        return 2
+    say(f"Jenkins-compatible controller at {controller.url} (the bridge gateway: agents reach it there)")
     engine = Engine(config)
     ok = False
     try:
-        with ArtifactServer(client, {"busybox": BUSYBOX}) as artifacts:
+        with ArtifactServer(client, {"busybox": BUSYBOX}, listen=gateway) as artifacts:
             ok = run_demo(
                 engine, config.jenkins.url, config.jenkins.user, token, artifacts, client, args.timeout
             )
@@ -112,7 +131,7 @@ def run_demo(
                     where = f" on {info['builtOn']}" if info.get("builtOn") else ""
                     say(f"{job} #1 finished: {info['result']}{where}")
                     for line in server.get_build_console_output(job, 1).splitlines():
-                        print(f"    | {line}")
+                        print(f"    | {line}", flush=True)
         if all(jobs.values()) and not engine.memory.agents:
             break
         time.sleep(engine.config.poll_interval)

@@ -3,7 +3,7 @@
 No registry is reachable from these machines, nor from inside an agent, so a build that wants
 to `docker run` something first loads it: the host saves an image to a tarball and serves
 it here; the build does ``curl -fsS URL | docker load``. Agents reach the host at the Docker
-bridge gateway.
+bridge gateway, which is where it listens (read from the engine unless given).
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from typing import Any
 
 import docker
 
-BRIDGE_GATEWAY = "172.17.0.1"
+from .network import bridge_gateway
 
 
 class _QuietHandler(http.server.SimpleHTTPRequestHandler):
@@ -26,18 +26,28 @@ class _QuietHandler(http.server.SimpleHTTPRequestHandler):
 
 
 class ArtifactServer:
-    """Serves saved images as ``/<name>.tar`` on all addresses of this machine."""
+    """Serves saved images as ``/<name>.tar`` on the bridge gateway (or ``listen``), any free port."""
 
-    def __init__(self, client: docker.DockerClient, images: dict[str, str], advertise: str = BRIDGE_GATEWAY):
+    def __init__(self, client: docker.DockerClient, images: dict[str, str], listen: str | None = None):
+        host = listen or bridge_gateway(client)
         self._dir = tempfile.TemporaryDirectory(prefix="agentpool-artifacts-")
-        for name, image in images.items():
-            with (Path(self._dir.name) / f"{name}.tar").open("wb") as out:
-                for chunk in client.images.get(image).save(named=True):
-                    out.write(chunk)
         handler = functools.partial(_QuietHandler, directory=self._dir.name)
-        self._server = http.server.ThreadingHTTPServer(("0.0.0.0", 0), handler)
+        try:
+            self._server = http.server.ThreadingHTTPServer((host, 0), handler)
+        except BaseException:
+            self._dir.cleanup()
+            raise
+        try:
+            for name, image in images.items():
+                with (Path(self._dir.name) / f"{name}.tar").open("wb") as out:
+                    for chunk in client.images.get(image).save(named=True):
+                        out.write(chunk)
+        except BaseException:
+            self._server.server_close()
+            self._dir.cleanup()
+            raise
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True, name="artifacts")
-        self.url = f"http://{advertise}:{self._server.server_address[1]}"
+        self.url = f"http://{host}:{self._server.server_address[1]}"
 
     def __enter__(self) -> ArtifactServer:
         self._thread.start()

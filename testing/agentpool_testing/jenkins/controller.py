@@ -14,12 +14,14 @@ import shutil
 import tempfile
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
+from pathlib import Path
 from types import TracebackType
 from typing import Any, TypeVar
 
 from aiohttp import web
 
+from .auth import Account, Permission, permissions_of
 from .model import JENKINS_VERSION, Jenkins
 from .server import Faults, LocalChannel, Server
 
@@ -52,6 +54,7 @@ class Controller:
         left_item_ttl: float = 300.0,
         cloud: bool = False,
         version: str = JENKINS_VERSION,
+        agent_jar: Path | None = None,
     ) -> None:
         if not token:
             raise ValueError("the controller needs an API token for its user")
@@ -78,6 +81,7 @@ class Controller:
             anonymous_read=anonymous_read,
             version=version,
             faults=self.faults,
+            agent_jar=agent_jar,
         )
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
@@ -85,6 +89,26 @@ class Controller:
         self._scheduler: asyncio.Task[None] | None = None
         self._ready = threading.Event()
         self._error: BaseException | None = None
+
+    def add_user(
+        self,
+        name: str,
+        token: str,
+        permissions: Iterable[Permission | str] = (Permission.READ, Permission.JOB_READ),
+        *,
+        readable_jobs: Iterable[str] = (),
+        password: str | None = None,
+    ) -> Account:
+        """Add (or replace) a user with an API token and only ``permissions`` (Jenkins titles
+        such as ``Agent/Create`` or :class:`Permission` members); Overall/Administer implies all.
+        ``readable_jobs``: Job/Read on those jobs alone. Safe while serving."""
+        if not name or name == "anonymous":
+            raise ValueError(f"a user needs a name other than {name!r}")
+        if not token:
+            raise ValueError(f"user {name} needs an API token")
+        account = Account(name, token, password, permissions_of(permissions), frozenset(readable_jobs))
+        self.server.accounts[name] = account
+        return account
 
     @property
     def url(self) -> str:

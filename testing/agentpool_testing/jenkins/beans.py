@@ -47,6 +47,10 @@ def label_bean_class(expr: Expr) -> str:
     return LABEL_CLASS[expr.op]
 
 
+# Queue.Item is @ExportedBean(defaultVisibility = 999)
+ITEM_VISIBILITY = 999
+
+
 class Exporter:
     """Builds the exported beans of :class:`Jenkins` objects (what ``/api/json`` writes)."""
 
@@ -156,43 +160,52 @@ class Exporter:
         return b.add("fullDisplayName", name).add("name", name).add("url", task.run.url_path)
 
     def item(self, item: QueueItem) -> Bean:
+        """``Queue.Item`` is ``@ExportedBean(defaultVisibility = 999)``: its own fields show at
+        any nesting (a job's ``queueItem`` at depth 0); ``actions`` (from ``Actionable``) do not."""
+        v = ITEM_VISIBILITY
         b = Bean(f"hudson.model.Queue${ITEM_KINDS[item.state]}Item")
         b.add("actions", self.causes(item.user))
-        b.add("blocked", item.state == "blocked").add("buildable", item.state == "buildable")
-        b.add("id", item.id).add("inQueueSince", item.in_queue_since).add("params", "")
-        b.add("stuck", self.j.stuck(item)).add("task", lambda: self.task(item.task))
-        b.add("url", f"queue/item/{item.id}/").add("why", self.j.why(item))
+        b.add("blocked", item.state == "blocked", v).add("buildable", item.state == "buildable", v)
+        b.add("id", item.id, v).add("inQueueSince", item.in_queue_since, v).add("params", "", v)
+        b.add("stuck", self.j.stuck(item), v).add("task", lambda: self.task(item.task), v)
+        b.add("url", f"queue/item/{item.id}/", v).add("why", self.j.why(item), v)
         if item.state == "waiting":
-            b.add("timestamp", item.due)
+            b.add("timestamp", item.due, v)
         elif item.state in ("blocked", "buildable"):
-            b.add("buildableStartMilliseconds", item.buildable_since)
+            b.add("buildableStartMilliseconds", item.buildable_since, v)
             if item.state == "buildable":
-                b.add("pending", False)
+                b.add("pending", False, v)
         else:
-            b.add("cancelled", item.cancelled)
+            b.add("cancelled", item.cancelled, v)
             executable: Value = None
             if item.executable is not None:
                 if isinstance(item.task, Placeholder):
-                    url = self.root + item.executable.url_path
-                    executable = Bean(PLACEHOLDER_EXECUTABLE).add("url", url, 2)
+                    executable = self.placeholder_executable(item.executable)
                 else:
                     executable = self.run(item.executable)
-            b.add("executable", executable)
+            b.add("executable", executable, v)
         return b
 
-    def queue(self) -> Bean:
+    def queue(self, visible: Callable[[QueueItem], bool] = lambda item: True) -> Bean:
+        """``Queue.getItems``: only the items ``visible`` to the caller (Job/Read on their job)."""
         b = Bean("hudson.model.Queue").add("discoverableItems", [])
-        return b.add("items", [self.item(i) for i in self.j.queue_order()], inline=True)
+        items: list[Value] = [self.item(i) for i in self.j.queue_order() if visible(i)]
+        return b.add("items", items, inline=True)
+
+    def placeholder_executable(self, run: Build) -> Bean:
+        """What runs a Pipeline ``node {}`` block: it answers for its run (number, names, times)."""
+        job = run.job
+        b = Bean(PLACEHOLDER_EXECUTABLE)
+        b.add("displayName", f"#{run.number}").add("estimatedDuration", job.estimated_duration())
+        b.add("fullDisplayName", f"{job.name} #{run.number}").add("number", run.number, 2)
+        return b.add("timestamp", run.timestamp).add("url", self.root + run.url_path, 2)
 
     def executor(self, computer: Computer, index: int) -> Bean:
         work = computer.executors[index] if index < len(computer.executors) else None
         current: Value = None
         progress = -1
         if work is not None:
-            if work.placeholder:
-                current = Bean(PLACEHOLDER_EXECUTABLE).add("url", self.root + work.run.url_path, 2)
-            else:
-                current = self.run(work.run)
+            current = self.placeholder_executable(work.run) if work.placeholder else self.run(work.run)
             estimate = work.run.job.estimated_duration()
             if estimate > 0:
                 progress = min(99, int((time.monotonic() - work.started) * 1000 * 100 / estimate))
@@ -202,7 +215,7 @@ class Exporter:
     def computer(self, c: Computer) -> Bean:
         b = Bean(MASTER_COMPUTER if c.builtin else SLAVE_COMPUTER)
         b.add("actions", [])
-        b.add("assignedLabels", [Bean(None).add("name", name, 2) for name in sorted(c.labels)])
+        b.add("assignedLabels", self.assigned_labels(c.labels))
         b.add("description", c.description).add("displayName", c.display_name)
         b.add("executors", [self.executor(c, i) for i in range(len(c.executors))])
         if c.temp_offline:
@@ -233,34 +246,51 @@ class Exporter:
         b.add("displayName", "Nodes").add("totalExecutors", sum(c.num_executors for c in online))
         return b
 
+    def assigned_labels(self, names: frozenset[str]) -> list[Value]:
+        """``Node.getAssignedLabels``: ``{name}`` at depth 0, whole label objects deeper; the
+        declared type is ``LabelAtom``, so no ``_class``."""
+        return [self.label_bean(labels.Atom(name), cls=None) for name in sorted(names)]
+
     def label(self, text: str) -> Bean:
         try:
             expr: Expr = labels.parse(text)
         except LabelSyntaxError:
             expr = labels.Atom(text.strip())
-        nodes = [c for c in self.j.computers() if expr.matches(c.labels)]
-        online = [c for c in nodes if not c.offline]
-        b = Bean(label_bean_class(expr)).add("actions", [])
-        b.add("busyExecutors", sum(c.count_busy() for c in online)).add("clouds", [])
+        return self.label_bean(expr, cls=label_bean_class(expr))
+
+    def label_bean(self, expr: Expr, cls: str | None) -> Bean:
+        """A ``Label``'s exported properties; computed only when written (lazy values)."""
+
+        def nodes() -> list[Computer]:
+            return [c for c in self.j.computers() if expr.matches(c.labels)]
+
+        def online() -> list[Computer]:
+            return [c for c in nodes() if not c.offline]
+
+        def node_beans() -> Value:
+            return [
+                Bean("hudson.model.Hudson" if c.builtin else DUMB_SLAVE).add("nodeName", c.name, 999)
+                for c in nodes()
+            ]
+
+        b = Bean(cls).add("actions", [])
+        b.add("busyExecutors", lambda: sum(c.count_busy() for c in online())).add("clouds", [])
         b.add("description", None)
-        b.add("idleExecutors", sum(c.count_idle() for c in online))
-        b.add("loadStatistics", Bean("hudson.model.Label$1")).add("name", str(expr))
-        node_beans: list[Value] = [
-            Bean("hudson.model.Hudson" if c.builtin else DUMB_SLAVE).add("nodeName", c.name, 999)
-            for c in nodes
-        ]
-        b.add("nodes", node_beans).add("offline", not online).add("tiedJobs", [])
-        b.add("totalExecutors", sum(c.num_executors for c in online)).add("propertiesList", [])
+        b.add("idleExecutors", lambda: sum(c.count_idle() for c in online()))
+        b.add("loadStatistics", Bean("hudson.model.Label$1")).add("name", str(expr), 2)
+        b.add("nodes", node_beans).add("offline", lambda: not online()).add("tiedJobs", [])
+        b.add("totalExecutors", lambda: sum(c.num_executors for c in online())).add("propertiesList", [])
         return b
 
-    def hudson(self) -> Bean:
+    def hudson(self, may_read_job: Callable[[str], bool] = lambda name: True) -> Bean:
         j = self.j
         view = Bean("hudson.model.AllView").add("name", "all", 2).add("url", self.root, 2)
         b = Bean("hudson.model.Hudson")
-        b.add("assignedLabels", [Bean(None).add("name", n, 2) for n in sorted(j.builtin.labels)])
+        b.add("assignedLabels", self.assigned_labels(j.builtin.labels))
         b.add("mode", j.builtin.mode).add("nodeDescription", j.builtin.description).add("nodeName", "")
         b.add("numExecutors", j.builtin.num_executors).add("description", None)
-        b.add("jobs", [self.job(job) for job in sorted(j.jobs.values(), key=lambda x: x.name)])
+        readable = [job for job in sorted(j.jobs.values(), key=lambda x: x.name) if may_read_job(job.name)]
+        b.add("jobs", [self.job(job) for job in readable])
         b.add("overallLoad", Bean(None)).add("primaryView", view)
         b.add("quietDownReason", None).add("quietingDown", j.quieting_down).add("slaveAgentPort", -1)
         b.add("unlabeledLoad", Bean("jenkins.model.UnlabeledLoadStatistics"))

@@ -4,8 +4,9 @@
 use, answering as real Jenkins does; ``docs/jenkins-controller.md`` lists what it covers.
 """
 
+from .auth import Account, Permission
 from .config import freestyle_config, pipeline_config
 from .controller import Controller
 from .server import Faults
 
-__all__ = ["Controller", "Faults", "freestyle_config", "pipeline_config"]
+__all__ = ["Account", "Controller", "Faults", "Permission", "freestyle_config", "pipeline_config"]

@@ -373,6 +373,12 @@ class Jenkins:
             node.offline_cause, node.offline_message = None, ""
         self.changed()
 
+    def change_offline_cause(self, node: Computer, message: str) -> None:
+        """``Computer.doChangeOfflineCause``: temporarily offline with ``message``, whatever it was."""
+        node.temp_offline = True
+        node.offline_cause, node.offline_message = USER_CAUSE, message
+        self.changed()
+
     def connected(self, node: Computer, channel: Channel) -> None:
         node.channel = channel
         if not node.temp_offline:
@@ -447,11 +453,19 @@ class Jenkins:
             del self.left[item_id]
 
     def queue_order(self) -> list[QueueItem]:
-        """Waiting (by due time), blocked, buildable: the order ``/queue/api/json`` lists."""
+        """``Queue.getItems``: waiting (by due time), blocked, then buildable items newest first.
+
+        Jenkins lists ``reverse(buildables)`` then ``reverse(pendings)``; this controller hands
+        a buildable item to its executor at once, so it never shows a pending one.
+        """
         waiting = sorted((i for i in self.items if i.state == "waiting"), key=lambda i: (i.due, i.id))
         blocked = [i for i in self.items if i.state == "blocked"]
-        buildable = sorted((i for i in self.items if i.state == "buildable"), key=lambda i: i.buildable_since)
-        return waiting + blocked + buildable
+        return waiting + blocked + self._buildables()[::-1]
+
+    def _buildables(self) -> list[QueueItem]:
+        """Buildable items oldest first: the order executors are offered to them."""
+        buildable = (i for i in self.items if i.state == "buildable")
+        return sorted(buildable, key=lambda i: (i.buildable_since, i.id))
 
     def _blocked(self, item: QueueItem) -> bool:
         task = item.task
@@ -472,7 +486,7 @@ class Jenkins:
                 item.state = "blocked"
         if self.quieting_down:
             return
-        for item in [i for i in self.queue_order() if i.state == "buildable"]:
+        for item in self._buildables():
             if isinstance(item.task, Job) and item.task.kind == WORKFLOW_JOB:
                 self._start_pipeline(item, item.task)
                 continue
