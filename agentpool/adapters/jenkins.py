@@ -143,6 +143,11 @@ class JenkinsAdapter:
             nodes.append(node_from_json(raw))
         return tuple(nodes)
 
+    def visible_jobs(self) -> int:
+        """How many top-level jobs this user may read (Jenkins lists no other: doctor's Job/Read)."""
+        data = self._get_json("read jobs", "api/json?tree=jobs[name]")
+        return len(data.get("jobs") or ())
+
     def read_node(self, name: str) -> Node:
         tree = NODES_TREE[len("computer[") : -1]
         data = self._get_json(f"read node {name}", f"{self._node_path(name)}/api/json?tree={tree}")
