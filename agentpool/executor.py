@@ -99,7 +99,12 @@ class Executor:
                 case Reap():
                     return self.reap(action)
                 case Cordon():
-                    self.jenkins.set_temporarily_offline(action.agent, True, f"agentpool: {action.detail}")
+                    node = self.jenkins.set_temporarily_offline(
+                        action.agent, True, f"agentpool: {action.detail}"
+                    )
+                    if not node.temporarily_offline:  # brought back at once: the next pass cordons again
+                        error = f"cordon of {action.agent}: the node did not stay offline"
+                        return Outcome(action, ok=False, error=error)
                     return Outcome(action, ok=True, removed=False)
                 case RemoveOrphan():
                     return self.remove_orphan(action)

@@ -117,7 +117,7 @@ def serve(ctx: Context, groups: Groups, routes: Routes, foreign: Foreign, budget
                     Unserved(
                         i.id,
                         i.task_name,
-                        None,
+                        label,  # the demand key `(like ‘N’)`: no expression is known
                         f"{why.why} (label inferred from ‘{i.node}’)",
                         why.reason,
                         True,

@@ -66,7 +66,7 @@ def test_refusal_is_learnt_and_not_retried() -> None:
     )
     assert provisions(p) == [] and mem.item_refused[1] == frozenset({"docker"})
     [unserved] = p.unserved
-    assert unserved.inferred and "static-1" in unserved.why and unserved.label is None
+    assert unserved.inferred and "static-1" in unserved.why and unserved.label == inferred_key("static-1")
     # The agent is gone later: the pool is still not tried again for that item.
     p, mem = plan(observed([named(1)], [STATIC]), cfg, mem, T0 + 2)
     assert provisions(p) == []

@@ -17,6 +17,7 @@ from agentpool.executor import Executor
 from agentpool.model import (
     LABEL_INSTANCE,
     AgentResource,
+    Cordon,
     HostView,
     Memory,
     Provision,
@@ -218,3 +219,18 @@ def test_an_orphan_node_goes_offline_is_rechecked_then_deleted(
     outcome = ex.perform(action)
     assert outcome.ok and outcome.removed and A1 not in jenkins.nodes
     assert jenkins.nodes.get(A1) is None and ex.perform(action).ok  # gone already: done
+
+
+def test_a_cordon_that_does_not_stay_offline_fails(
+    executor: tuple[Executor, FakeJenkins, FakeBackend],
+) -> None:
+    ex, jenkins, _ = executor
+    jenkins.nodes[A1] = FakeNode(A1, ["docker"], 1, busy=1)
+    jenkins.racing.add(A1)
+    outcome = ex.perform(
+        Cordon(A1, "dind", "local", Reason.ONE_SHOT_BUSY, "one-shot agent started its build")
+    )
+    assert not outcome.ok and "did not stay offline" in outcome.error
+    jenkins.racing.clear()
+    assert ex.perform(Cordon(A1, "dind", "local", Reason.ONE_SHOT_BUSY, "again")).ok
+    assert jenkins.nodes[A1].temporarily_offline
