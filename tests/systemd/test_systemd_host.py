@@ -191,8 +191,10 @@ def test_reload_applies_a_valid_config_and_keeps_the_old_one_for_an_invalid_file
         host.write(CONFIG, config_yaml(host, idle_timeout="3s"))
         host.systemctl("reload", UNIT)
         host.wait_journal("the reload", r'msg="config reloaded"', cursor)
-        wait_for("the idle agent to be reaped", lambda: agent not in host.agent_containers(), 60)
+        # The container goes before the decision line reaches the journal: wait for the line.
+        wait_for("the reaped decision", lambda: host.decisions(cursor, "reaped"), 60)
         assert [d["agent"] for d in host.decisions(cursor, "reaped")] == [agent]
+        assert agent not in host.agent_containers()
         assert host.main_pid() == pid
     finally:
         host.write(CONFIG, config_yaml(host))
