@@ -209,11 +209,14 @@ class Executor:
         took_offline = False
         if action.check_idle:
             try:
-                # Offline already (an admin, or our cordon): not ours to bring back online.
-                was_offline = self.jenkins.read_node(agent).temporarily_offline
-                node = self.jenkins.set_temporarily_offline(
-                    agent, True, f"agentpool: removing this agent ({action.reason.value})"
-                )
+                # Offline already (an admin, or our cordon): not ours to bring back online, and
+                # its offline cause (an admin's message, our one-shot record) is left as it is.
+                node = self.jenkins.read_node(agent)
+                was_offline = node.temporarily_offline
+                if not was_offline:
+                    node = self.jenkins.set_temporarily_offline(
+                        agent, True, f"agentpool: removing this agent ({action.reason.value})"
+                    )
             except ExternalError as exc:
                 if exc.kind is not ErrorKind.NOT_FOUND:
                     raise
@@ -270,13 +273,18 @@ class Executor:
         """Offline → re-check → delete, as a reap: a node that connected or took a build meanwhile stays."""
         name = action.name
         try:
-            node = self.jenkins.set_temporarily_offline(name, True, "agentpool: removing this orphan node")
+            node = self.jenkins.read_node(name)
+            was_offline = node.temporarily_offline
+            if not was_offline:
+                node = self.jenkins.set_temporarily_offline(
+                    name, True, "agentpool: removing this orphan node"
+                )
         except ExternalError as exc:
             if exc.kind is ErrorKind.NOT_FOUND:
                 return Outcome(action, ok=True)
             raise
         if node.busy or not node.temporarily_offline:
-            if node.temporarily_offline:
+            if node.temporarily_offline and not was_offline:
                 self._back_online(name)
             return Outcome(action, ok=True, removed=False)
         self.jenkins.delete_node(name)

@@ -169,7 +169,10 @@ class JenkinsAdapter:
                 ErrorKind.BAD_RESPONSE, f"read queue: unexpected item ({_short(str(exc))})"
             ) from exc
         if self.scripts_allowed is not False and any(ambiguous(item) for item in items):
-            exact = self.exact_labels()
+            try:
+                exact = self.exact_labels()
+            except JenkinsError:
+                return items  # a failed extra read costs the exact labels of this pass, not the pass
             self.scripts_allowed = exact is not None
             if exact is not None:
                 items = with_exact_labels(items, exact)

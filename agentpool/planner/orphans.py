@@ -49,6 +49,9 @@ def _candidates(
     for agent, c in [*ours.containers.items(), *((c.agent or c.name, c) for c in ours.extra_containers)]:
         if agent in agents and ours.containers.get(agent) is c:
             continue
+        node = ours.nodes.get(agent)
+        if node is not None and (node.busy or not node.offline):
+            continue  # its agent is connected (whoever's node it is): removing it would kill a build
         detail = f"container {c.name} has no node"
         found.append(
             _Candidate(ResourceKind.CONTAINER, c.host, c.id, now - c.created, _grace(pools, c.pool), detail)

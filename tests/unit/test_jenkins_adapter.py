@@ -16,7 +16,7 @@ import jenkins
 import pytest
 
 from agentpool.adapters.jenkins import JenkinsAdapter
-from agentpool.errors import JenkinsError
+from agentpool.errors import ErrorKind, JenkinsError
 from agentpool.model import ItemKind
 from agentpool_testing.jenkins import Controller, freestyle_config, pipeline_config
 
@@ -137,6 +137,23 @@ def test_without_administer_script_text_is_tried_once_and_never_required(
         assert (item.label, item.node) == (None, "static-1")
     assert "POST /scriptText" not in controller.request_counts
     assert sum(controller.request_counts.values()) == 6
+
+
+def test_a_failing_script_console_costs_the_exact_labels_not_the_pass(
+    adapter: JenkinsAdapter, client: jenkins.Jenkins, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    make_agent(adapter, "static-1", ["docker", "linux"])
+    adapter.scripts_allowed = False
+    queue_pipeline(client, adapter, "docker")
+
+    def broken() -> dict[int, str] | None:
+        raise JenkinsError(ErrorKind.SERVER_ERROR, "read exact labels: HTTP 500")
+
+    monkeypatch.setattr(adapter, "exact_labels", broken)
+    adapter.scripts_allowed = None
+    [item] = [i for i in adapter.read_queue(adapter.read_nodes()) if "pipe #1" in i.task_name]
+    assert (item.label, item.node) == (None, "static-1")
+    assert adapter.scripts_allowed is None  # asked again on a later pass
 
 
 def test_a_pass_reads_jenkins_in_two_requests(adapter: JenkinsAdapter, controller: Controller) -> None:

@@ -145,3 +145,12 @@ def test_adopted_one_shot_agent_connected_and_idle_is_not_trusted_as_fresh() -> 
     # one that never connected is fresh
     p, mem = plan(observed([], [node(A1, online=False)], [container(A1, created=T0 - 5)]), cfg, Memory(), T0)
     assert mem.agents[A1].builds_started == 0 and p.actions == ()
+
+
+def test_a_container_whose_node_is_connected_is_never_an_orphan() -> None:
+    # The state directory was lost: our running agent's node carries an old daemon id.
+    node_of_old_id = node(A1, busy=1, description=node_marker(INSTANCE, "lost-id", "b"))
+    obs = observed([], [node_of_old_id], [container(A1, created=T0 - 3600)])
+    _, mem = plan(obs, config(), Memory(daemon_id="new-id"), T0)
+    p, _ = plan(obs, config(), mem, T0 + 10_000)
+    assert p.actions == ()
