@@ -106,6 +106,7 @@ class Engine:
         self.executor = Executor(config, self.jenkins, {**self.retired, **self.hosts})
         self.executor.agent_secrets = agent_secrets
         self.executor.marker = node_marker(config.instance, self.memory.daemon_id, self.memory.boot)
+        self.executor.boot = self.memory.boot
 
     def reconfigure(self, config: Config) -> None:
         with self.lock:

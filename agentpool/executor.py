@@ -20,6 +20,7 @@ from agentpool.errors import ErrorKind, ExternalError
 from agentpool.logs import forget_secret, register_secret
 from agentpool.model import (
     LABEL_AGENT,
+    LABEL_BOOT,
     LABEL_INSTANCE,
     LABEL_POOL,
     Action,
@@ -75,6 +76,7 @@ class Executor:
         self.agent_secrets: dict[str, str] = {}
         # first word of our nodes' description: agentpool:<instance>:<daemon id>:<boot>
         self.marker = f"agentpool:{config.instance}:"
+        self.boot = ""  # this run of the daemon, on the containers it starts (LABEL_BOOT)
 
     def forget_agent(self, agent: str) -> None:
         """The agent is gone and its last log lines are written: stop masking its secret."""
@@ -118,7 +120,8 @@ class Executor:
     # -- provision -------------------------------------------------------------------------
 
     def _labels(self, pool: str, agent: str) -> dict[str, str]:
-        return {LABEL_INSTANCE: self.config.instance, LABEL_POOL: pool, LABEL_AGENT: agent}
+        labels = {LABEL_INSTANCE: self.config.instance, LABEL_POOL: pool, LABEL_AGENT: agent}
+        return labels | ({LABEL_BOOT: self.boot} if self.boot else {})
 
     def _spec(self, pool: PoolConfig, agent: str, volume: str, secret: str) -> AgentSpec:
         jenkins = self.config.jenkins

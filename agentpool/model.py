@@ -16,6 +16,9 @@ LABEL_POOL = "agentpool.pool"
 LABEL_AGENT = "agentpool.agent"
 # On volumes of `docker_volume: reuse` pools: "true" while no agent holds the volume.
 LABEL_FREE = "agentpool.free"
+# The run (boot) of the daemon that created it: a container of an earlier run without its node
+# was left by a crash between deleting the node and removing the container.
+LABEL_BOOT = "agentpool.boot"
 
 
 class ItemKind(StrEnum):
@@ -99,6 +102,7 @@ class AgentResource:
     state: ResourceState
     created: float  # epoch seconds
     volume: str = ""  # mounted at /var/lib/docker: a leased one is named after an earlier agent
+    boot: str = ""  # LABEL_BOOT: the run of the daemon that started it ("" before labels had it)
 
 
 # The Docker names of the two types above, which the Docker adapter and the tests use.

@@ -53,8 +53,14 @@ def _candidates(
         if node is not None and (node.busy or not node.offline):
             continue  # its agent is connected (whoever's node it is): removing it would kill a build
         detail = f"container {c.name} has no node"
+        # Its node precedes it in a launch: gone, it was deleted, and an earlier run's container
+        # without one can never connect again (a crash between deleting the node and the container).
+        earlier = bool(c.boot) and c.boot != ours.boot and node is None
+        if earlier:
+            detail += " (left by an earlier run)"
+        grace = _grace(pools, c.pool)
         found.append(
-            _Candidate(ResourceKind.CONTAINER, c.host, c.id, now - c.created, _grace(pools, c.pool), detail)
+            _Candidate(ResourceKind.CONTAINER, c.host, c.id, now - c.created, grace, detail, at_once=earlier)
         )
     if ours.all_hosts_reachable:
         for name in orphan_nodes(ours, agents):

@@ -52,6 +52,7 @@ class Ours:
     node_pools: Mapping[str, str]  # our node -> its pool
     left_behind: frozenset[str]  # our nodes made by an earlier run of this daemon
     neighbours: frozenset[str]  # daemon ids of other daemons at our instance on this controller
+    boot: str  # this run of the daemon (Memory.boot)
     reachable: frozenset[str]  # hosts that answered
     all_hosts_reachable: bool
 
@@ -107,6 +108,7 @@ def what_is_ours(observed: Observed, config: Config, memory: Memory) -> Ours:
         node_pools=node_pools,
         left_behind=frozenset(left_behind),
         neighbours=frozenset(neighbours),
+        boot=memory.boot,
         reachable=reachable,
         all_hosts_reachable=all(h.name in reachable for h in config.docker_hosts),
     )

@@ -154,3 +154,15 @@ def test_a_container_whose_node_is_connected_is_never_an_orphan() -> None:
     _, mem = plan(obs, config(), Memory(daemon_id="new-id"), T0)
     p, _ = plan(obs, config(), mem, T0 + 10_000)
     assert p.actions == ()
+
+
+def test_a_container_of_an_earlier_run_without_its_node_is_removed_at_once() -> None:
+    # A kill -9 between a reap's deleting the node and removing the container.
+    left = replace(container(A1, created=T0 - 5), boot="boot-1")
+    p, _ = plan(observed([], [], [left]), config(), Memory(daemon_id="me", boot="boot-2"), T0)
+    assert [(a.kind, a.name) for a in p.actions if isinstance(a, RemoveOrphan)] == [("container", f"id-{A1}")]
+    # one of this run (a launch whose node the last read missed) waits for its grace
+    mine = replace(container(A1, created=T0 - 5), boot="boot-2")
+    p, mem = plan(observed([], [], [mine]), config(), Memory(daemon_id="me", boot="boot-2"), T0)
+    p, _ = plan(observed([], [], [mine]), config(), mem, T0 + 1)
+    assert p.actions == ()
