@@ -88,6 +88,7 @@ def test_kill_9_at_random_points_of_launches_and_reaps(
             job = f"trial-{trial}"
             jenkins_client.create_job(job, freestyle_xml("docker", 'echo "ran on $NODE_NAME"; sleep 1'))
             before = set(nodes_seen)
+            log_offset = log.stat().st_size if log.exists() else 0
             jenkins_client.build_job(job)
             kill_at = rng.uniform(0.0, 6.0)
             time.sleep(kill_at)
@@ -114,6 +115,13 @@ def test_kill_9_at_random_points_of_launches_and_reaps(
                     "recovered_in": round(time.monotonic() - began, 1),
                 }
             )
+            if figures[-1]["recovered_in"] > 20:  # type: ignore[operator]
+                with log.open("rb") as text:
+                    text.seek(log_offset)
+                    decisions = [
+                        ln for ln in text.read().decode(errors="replace").splitlines() if "reason" in ln
+                    ]
+                figures[-1]["decisions"] = [ln[-240:] for ln in decisions]
             assert outcome == "SUCCESS", (trial, console)
             assert not docker_client.containers.list(all=True, filters={"label": label})
     finally:
