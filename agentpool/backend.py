@@ -66,6 +66,10 @@ class Backend(Protocol):
         """Create and start the agent; return its id. One that fails to start is removed."""
         ...
 
+    def complete_agent(self, container: str, secret: str, /) -> None:
+        """Hand a created, never started agent container its secret and start it."""
+        ...
+
     def remove_agent(self, agent: str, /) -> None:
         """Stop and remove the agent (by name or id) and its anonymous resources."""
         ...

@@ -1,13 +1,16 @@
 """The `agentpool` command: validate, run, once, status, doctor, drain, resume.
 
 Exit codes: 0 success, 1 a failed check or operation, 2 bad usage or an invalid config
-(one ``FILE:LINE: key.path: message`` line per error on stderr).
+(one ``FILE:LINE: key.path: message`` line per error on stderr). Everything the commands
+print goes through :func:`say`, which masks the registered secrets as the log does (the
+config loader registers the Jenkins token and every secret file it reads).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import logging
 import sys
 import time
 from collections.abc import Sequence
@@ -16,10 +19,17 @@ from typing import Any
 from agentpool.config import Config, ConfigError, load_config
 from agentpool.daemon import Daemon
 from agentpool.engine import Engine
-from agentpool.logs import setup_logging
+from agentpool.logs import redact, setup_logging
 from agentpool.service.client import DaemonClient, DaemonError, DaemonUnavailable
 
 EXIT_OK, EXIT_FAIL, EXIT_USAGE = 0, 1, 2
+
+log = logging.getLogger("agentpool.cli")
+
+
+def say(text: str, err: bool = False) -> None:
+    """Print ``text`` (on stderr when ``err``) with every registered secret masked."""
+    print(redact(text), file=sys.stderr if err else sys.stdout)
 
 
 def _load(path: str) -> Config:
@@ -27,12 +37,15 @@ def _load(path: str) -> Config:
         return load_config(path)
     except ConfigError as exc:
         for line in exc.errors:
-            print(line, file=sys.stderr)
+            say(line, err=True)
         raise SystemExit(EXIT_USAGE) from None
 
 
 def _daemon(config: Config) -> DaemonClient | None:
-    return DaemonClient(config.metrics.listen) if config.metrics.listen else None
+    if not config.metrics.listen:
+        return None
+    token = config.metrics.admin_token
+    return DaemonClient(config.metrics.listen, admin_token=token.get_secret_value() if token else None)
 
 
 def _ask_daemon(config: Config, call: str, pool: str | None = None) -> dict[str, Any] | None:
@@ -47,12 +60,12 @@ def _ask_daemon(config: Config, call: str, pool: str | None = None) -> dict[str,
     except DaemonUnavailable:
         return None
     except DaemonError as exc:
-        raise SystemExit(f"the running daemon refused {call}: {exc}") from None
+        raise SystemExit(redact(f"the running daemon refused {call}: {exc}")) from None
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
     config = _load(args.config)
-    print(f"{args.config}: valid ({len(config.pools)} pools, {len(config.docker_hosts)} docker hosts)")
+    say(f"{args.config}: valid ({len(config.pools)} pools, {len(config.docker_hosts)} docker hosts)")
     return EXIT_OK
 
 
@@ -78,7 +91,7 @@ def cmd_once(args: argparse.Namespace) -> int:
         engine.close()
     failed = [o for o in report.outcomes if not o.ok]
     if not report.ok:
-        print(f"pass incomplete: {report.error}", file=sys.stderr)
+        say(f"pass incomplete: {report.error}", err=True)
     return EXIT_FAIL if (failed or not report.ok) else EXIT_OK
 
 
@@ -98,7 +111,7 @@ def cmd_status(args: argparse.Namespace) -> int:
 
     config = _load(args.config)
     if args.watch is not None and args.watch <= 0:
-        print(f"--watch {args.watch:g}: give a number of seconds above 0", file=sys.stderr)
+        say(f"--watch {args.watch:g}: give a number of seconds above 0", err=True)
         return EXIT_USAGE
 
     def fetch() -> dict[str, Any]:
@@ -111,7 +124,7 @@ def cmd_status(args: argparse.Namespace) -> int:
         return status
 
     if args.json:
-        print(json.dumps(fetch(), indent=2))
+        say(json.dumps(fetch(), indent=2))
         return EXIT_OK
     return statusview.show(fetch, args.watch)
 
@@ -123,10 +136,10 @@ def cmd_doctor(args: argparse.Namespace) -> int:
         config, token_problem = load_for_doctor(args.config)
     except ConfigError as exc:
         for line in exc.errors:
-            print(line, file=sys.stderr)
+            say(line, err=True)
         return EXIT_USAGE
     checks = run_doctor(config, token_problem)
-    print(format_report(checks))
+    say(format_report(checks))
     return exit_code(checks)
 
 
@@ -134,30 +147,30 @@ def _drain(args: argparse.Namespace, draining: bool) -> int:
     config = _load(args.config)
     pool = args.pool
     if pool is not None and pool not in {p.name for p in config.pools}:
-        print(f"no pool named {pool!r} in {args.config}", file=sys.stderr)
+        say(f"no pool named {pool!r} in {args.config}", err=True)
         return EXIT_USAGE
     answer = _ask_daemon(config, "drain" if draining else "resume", pool)
     if not draining:
         if answer is None:
-            print("no daemon running: nothing to resume (draining lives in the daemon)")
+            say("no daemon running: nothing to resume (draining lives in the daemon)")
         else:
-            print(f"resumed: {', '.join(answer.get('pools', []))}")
+            say(f"resumed: {', '.join(answer.get('pools', []))}")
         return EXIT_OK
     if answer is not None:
         pools = answer.get("pools", [])
-        print(f"draining {', '.join(pools)} (running daemon); waiting for their agents to go")
+        say(f"draining {', '.join(pools)} (running daemon); waiting for their agents to go")
         while True:
             status = _ask_daemon(config, "status")
             left = [a for a in (status or {}).get("agents", []) if a["pool"] in pools]
             if status is None or not left:
                 break
             time.sleep(max(1.0, config.poll_interval))
-        print("drained")
+        say("drained")
         return EXIT_OK
     engine = _engine(config)
     try:
         pools = engine.set_draining(pool, True)
-        print(f"draining {', '.join(pools)} (no daemon running: acting myself)")
+        say(f"draining {', '.join(pools)} (no daemon running: acting myself)")
         while True:
             engine.run_pass()
             if engine.agents_of(pools) == 0:
@@ -165,7 +178,7 @@ def _drain(args: argparse.Namespace, draining: bool) -> int:
             time.sleep(config.poll_interval)
     finally:
         engine.close()
-    print("drained")
+    say("drained")
     return EXIT_OK
 
 
@@ -215,7 +228,15 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     setup_logging(args.log_format, args.log_level)
-    return int(args.func(args))
+    try:
+        return int(args.func(args))
+    except KeyboardInterrupt:
+        return 130
+    except Exception as exc:
+        # A bug or an unforeseen failure: one line of the log (traceback in its exc field,
+        # secrets masked), not a raw traceback.
+        log.error("%s failed: %s: %s", args.command, type(exc).__name__, exc, exc_info=exc)
+        return EXIT_FAIL
 
 
 if __name__ == "__main__":

@@ -3,19 +3,31 @@
 A daemon that misreads its config starts agents nobody asked for, so the config is checked
 in two stages before anything runs: the schema (types, unknown keys, ranges) by pydantic,
 then cross-checks (min_idle ≤ max_agents, unique names, the Jenkins token readable). Every
-problem is reported as ``FILE:LINE: key.path: message``, the line taken from the YAML node
-of the offending key (or of its parent mapping when the key is missing). Config objects
-compare equal when their content is equal, so a reload can tell what changed.
+problem is reported as ``FILE:LINE: key.path: message`` on one line, the line taken from the
+YAML node of the offending key (or of its parent mapping when the key is missing), control
+characters escaped so that no key or value can forge a second line. Config objects compare
+equal when their content is equal, so a reload can tell what changed.
+
+The file may be wrong in any way a typo or a hostile neighbour makes it: reading is bounded
+(a regular file, at most :data:`MAX_FILE_BYTES`, nesting at most :data:`MAX_DEPTH`, aliases
+at most :data:`MAX_ALIASES` and :data:`MAX_NODES` nodes once expanded), and any failure of
+the YAML library becomes a located error, never a traceback.
 """
 
 from __future__ import annotations
 
+import base64
+import errno
+import ipaddress
 import logging
+import math
 import os
 import re
+import stat
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
 
 import yaml
 from pydantic import (
@@ -28,25 +40,66 @@ from pydantic import (
     field_validator,
 )
 
+from agentpool.capabilities import CAPABILITIES
 from agentpool.env import expand_env
 from agentpool.errors import AgentpoolError
 from agentpool.labels import quote_atom
+from agentpool.logs import register_secret
 
 log = logging.getLogger(__name__)
 
+MAX_FILE_BYTES = 1024 * 1024  # the config file
+MAX_SECRET_BYTES = 64 * 1024  # a token file, an env_files file
+MAX_DEPTH = 32  # nested mappings and lists
+MAX_ALIASES = 100  # `*name` references
+MAX_NODES = 20_000  # YAML nodes, every alias counted with everything it stands for
+MAX_MESSAGE = 300  # characters of a message quoted from the YAML library
+
 # Docker container names and Jenkins node names both accept this; agent names are built from it.
-_NAME_RE = re.compile(r"^[a-z0-9]([a-z0-9-]*[a-z0-9])?$")
+_NAME_RE = re.compile(r"[a-z0-9]([a-z0-9-]*[a-z0-9])?")
 _NAME_MAX = 40
-_DURATION_RE = re.compile(r"^\s*(\d+(?:\.\d*)?|\.\d+)\s*(ms|s|m|h|d)?\s*$")
+_DURATION_RE = re.compile(r"\s*(\d{1,12}(?:\.\d{0,9})?|\.\d{1,9})\s*(ms|s|m|h|d)?\s*")
 _DURATION_UNIT = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, None: 1.0}
-_BYTES_RE = re.compile(r"^\s*(\d+(?:\.\d*)?)\s*([kmgt]?)(i?b)?\s*$", re.IGNORECASE)
+_BYTES_RE = re.compile(r"\s*(\d{1,15}(?:\.\d{0,9})?)\s*([kmgt]?)(i?b)?\s*", re.IGNORECASE)
 _BYTES_UNIT = {"": 1, "k": 1024, "m": 1024**2, "g": 1024**3, "t": 1024**4}
-_CAP_RE = re.compile(r"^(CAP_)?[A-Z][A-Z0-9_]*$")
-# Set by agentpool on every agent container: a pool's `env` must not override them.
-RESERVED_ENV = frozenset(
-    {"JENKINS_URL", "JENKINS_AGENT_NAME", "JENKINS_SECRET", "JENKINS_WEB_SOCKET", "JENKINS_AGENT_WORKDIR"}
+_ENV_NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,127}")
+# The Docker reference grammar (distribution/reference): [domain/]path[:tag][@digest].
+_COMPONENT = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
+_DOMAIN = (
+    r"(?:[a-zA-Z0-9](?:[a-zA-Z0-9-]*[a-zA-Z0-9])?)(?:\.[a-zA-Z0-9](?:[a-zA-Z0-9-]*[a-zA-Z0-9])?)*(?::[0-9]+)?"
 )
+_IMAGE_RE = re.compile(
+    rf"(?:{_DOMAIN}/)?{_COMPONENT}(?:/{_COMPONENT})*(?::[\w][\w.-]{{0,127}})?"
+    r"(?:@[A-Za-z][A-Za-z0-9]*(?:[-_+.][A-Za-z][A-Za-z0-9]*)*:[0-9a-fA-F]{32,})?"
+)
+_HOSTNAME_RE = re.compile(
+    r"(?:[a-zA-Z0-9](?:[a-zA-Z0-9-]{0,61}[a-zA-Z0-9])?)(?:\.[a-zA-Z0-9](?:[a-zA-Z0-9-]{0,61}[a-zA-Z0-9])?)*"
+)
+
+# Set by agentpool on every agent container, or read by the agent image's entrypoint
+# (images/dind-agent/entrypoint.sh) as a switch: a pool's `env` must not set them. PORT,
+# DIND_INSECURE_TCP and DOCKERD_OPTS would serve the inner Docker engine on the network.
+RESERVED_ENV = frozenset(
+    {
+        "PORT",
+        "DOCKERD_OPTS",
+        "DOCKER_HOST",
+        "DOCKER_CONTEXT",
+        "DOCKER_CERT_PATH",
+        "DOCKER_TLS_VERIFY",
+        "AGENT_JAR",
+        "REMOTING_OPTS",
+    }
+)
+RESERVED_ENV_PREFIXES = ("JENKINS_", "DIND_", "DOCKER_TLS")
 DEFAULT_DOCKER_URL = "unix:///var/run/docker.sock"
+DOCKER_URL_SCHEMES = ("unix", "tcp", "ssh")  # plain http:// would skip the TLS rule of tcp://
+
+# Bounds (documented in the README's configuration section).
+MIN_MEMORY = 6 * 1024 * 1024  # the Docker engine refuses a smaller memory limit
+MAX_MEMORY = 1024**5
+MAX_CPUS = 1024.0
+MAX_COUNT = 1000
 
 
 class ConfigError(AgentpoolError):
@@ -60,18 +113,45 @@ class ConfigError(AgentpoolError):
         return "\n".join(self.errors)
 
 
+def escape(text: str) -> str:
+    """``text`` with every non-printable character (newline, NUL, ESC, …) as a backslash escape."""
+    if text.isprintable():
+        return text
+    out = []
+    for ch in text:
+        if ch.isprintable():
+            out.append(ch)
+        elif ch == "\n":
+            out.append("\\n")
+        elif ch == "\t":
+            out.append("\\t")
+        elif ch == "\r":
+            out.append("\\r")
+        else:
+            code = ord(ch)
+            out.append(f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}")
+    return "".join(out)
+
+
+def _short(value: object) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
 def parse_duration(value: object) -> float:
     """``30s``, ``5m``, ``1h``, ``250ms``, ``1d`` or a number of seconds → seconds (> 0)."""
     if isinstance(value, bool):
         raise ValueError("expected a duration like 30s, 5m, 1h or a number of seconds")
     if isinstance(value, int | float):
-        seconds = float(value)
-    elif isinstance(value, str) and (m := _DURATION_RE.match(value)):
+        seconds = float(value) if abs(value) < 1e15 else math.inf
+    elif isinstance(value, str) and (m := _DURATION_RE.fullmatch(value)):
         seconds = float(m.group(1)) * _DURATION_UNIT[m.group(2)]
     else:
-        raise ValueError(f"expected a duration like 30s, 5m, 1h or a number of seconds, got {value!r}")
+        raise ValueError(f"expected a duration like 30s, 5m, 1h or a number of seconds, got {_short(value)}")
+    if not math.isfinite(seconds):
+        raise ValueError(f"a duration must be a finite number, got {_short(value)}")
     if not seconds > 0:
-        raise ValueError(f"a duration must be greater than 0, got {value!r}")
+        raise ValueError(f"a duration must be greater than 0, got {_short(value)}")
     return seconds
 
 
@@ -81,27 +161,160 @@ def parse_bytes(value: object) -> int:
         raise ValueError("expected a size like 512m or 4g")
     if isinstance(value, int):
         size = value
-    elif isinstance(value, str) and (m := _BYTES_RE.match(value)):
+    elif isinstance(value, str) and (m := _BYTES_RE.fullmatch(value)):
         size = int(float(m.group(1)) * _BYTES_UNIT[m.group(2).lower()])
     else:
-        raise ValueError(f"expected a size like 512m or 4g, got {value!r}")
+        raise ValueError(f"expected a size like 512m or 4g, got {_short(value)}")
     if size <= 0:
-        raise ValueError(f"a size must be greater than 0, got {value!r}")
+        raise ValueError(f"a size must be greater than 0, got {_short(value)}")
     return size
 
 
+def _within(low: float, high: float) -> Callable[[object], float]:
+    def check(value: object) -> float:
+        seconds = parse_duration(value)
+        if not low <= seconds <= high:
+            raise ValueError(f"must be between {_human(low)} and {_human(high)}, got {_short(value)}")
+        return seconds
+
+    return check
+
+
+def _human(seconds: float) -> str:
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size and seconds % size == 0:
+            return f"{seconds / size:g}{unit}"
+    return f"{seconds:g}s"
+
+
 def _check_name(value: str, what: str) -> str:
-    if not _NAME_RE.match(value) or len(value) > _NAME_MAX:
+    if not _NAME_RE.fullmatch(value) or len(value) > _NAME_MAX:
         raise ValueError(
-            f"{what} {value!r} must be 1-{_NAME_MAX} lowercase letters, digits or '-', "
+            f"{what} {_short(value)} must be 1-{_NAME_MAX} lowercase letters, digits or '-', "
             "starting and ending with a letter or digit (it is part of container and node names)"
         )
     return value
 
 
+def _check_text(value: str, what: str, max_len: int = 1024) -> str:
+    if not value or not value.isprintable() or len(value) > max_len:
+        raise ValueError(f"{what} must be 1-{max_len} printable characters")
+    return value
+
+
+def check_http_url(value: str, key: str) -> str:
+    """An ``http(s)://host[:port][/path]`` URL without credentials; a clear error otherwise."""
+    if not value.isprintable() or " " in value or len(value) > 2048:
+        raise ValueError("expected an http:// or https:// URL without spaces or control characters")
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise ValueError(f"expected an http:// or https:// URL, got {_short(value)}")
+    if "@" in parts.netloc:
+        # Never echo it: the part before @ is a password or a token.
+        raise ValueError(
+            f"credentials in {key} are refused (they would show in logs, status and process lists): "
+            "give jenkins.user and the token in jenkins.token_file (or token_env)"
+        )
+    try:
+        parts.port  # noqa: B018 - raises ValueError for a bad port
+    except ValueError:
+        raise ValueError(f"the port of {_short(value)} is not a number in 0-65535") from None
+    if not parts.hostname or not _valid_host(parts.hostname):
+        raise ValueError(f"{_short(value)} does not name a valid host")
+    if parts.query or parts.fragment:
+        raise ValueError(f"expected a URL without ?query or #fragment, got {_short(value)}")
+    return value if value.endswith("/") else value + "/"
+
+
+def _valid_host(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+        return True
+    except ValueError:
+        return len(host) <= 253 and _HOSTNAME_RE.fullmatch(host) is not None
+
+
+def check_docker_url(value: str) -> str:
+    """``unix:///path``, ``tcp://host:port`` or ``ssh://[user@]host[:port]``."""
+    if not value.isprintable() or " " in value or len(value) > 1024:
+        raise ValueError("expected a Docker engine URL without spaces or control characters")
+    parts = urlsplit(value)
+    if parts.scheme not in DOCKER_URL_SCHEMES:
+        raise ValueError(
+            f"expected a Docker engine URL ({', '.join(s + '://' for s in DOCKER_URL_SCHEMES)}), got {_short(value)}"
+        )
+    if parts.scheme == "unix":
+        if parts.netloc or not parts.path.startswith("/"):
+            raise ValueError(f"expected unix:///absolute/path/to/docker.sock, got {_short(value)}")
+        return value
+    if ":" in parts.netloc.rpartition("@")[0] or (parts.scheme != "ssh" and "@" in parts.netloc):
+        raise ValueError("credentials in a Docker engine URL are refused (use TLS certificates or ssh keys)")
+    try:
+        parts.port  # noqa: B018 - raises ValueError for a bad port
+    except ValueError:
+        raise ValueError(f"the port of {_short(value)} is not a number in 0-65535") from None
+    if not parts.hostname or not _valid_host(parts.hostname):
+        raise ValueError(f"{_short(value)} does not name a valid host")
+    if parts.path not in ("", "/") or parts.query or parts.fragment:
+        raise ValueError(f"expected a Docker engine URL without a path, got {_short(value)}")
+    return value
+
+
+def check_listen(value: str) -> str:
+    """``HOST:PORT`` / ``[v6]:PORT`` with HOST an IP address, ``localhost`` or a host name."""
+    host, sep, port = value.rpartition(":")
+    if not sep or not port.isdigit() or len(port) > 5 or not 0 <= int(port) <= 65535:
+        raise ValueError(f"expected HOST:PORT (port 0-65535), got {_short(value)}")
+    if host.startswith("[") and host.endswith("]"):
+        try:
+            ipaddress.IPv6Address(host[1:-1])
+        except ValueError:
+            raise ValueError(f"{_short(host)} is not an IPv6 address") from None
+        return value
+    if not host or not _valid_host(host) or ":" in host:
+        raise ValueError(f"expected HOST:PORT with an IP address or host name, got {_short(value)}")
+    return value
+
+
+def _check_env_name(key: object) -> str:
+    if not isinstance(key, str) or not _ENV_NAME_RE.fullmatch(key):
+        raise ValueError(f"{_short(key)} is not a valid environment variable name (letters, digits, _)")
+    if key in RESERVED_ENV or key.startswith(RESERVED_ENV_PREFIXES):
+        raise ValueError(
+            f"{key} is set by agentpool or read by the agent image's entrypoint as a switch: "
+            "it cannot be set in a pool's env"
+        )
+    return key
+
+
+def env_value(value: object) -> str:
+    """A YAML scalar as an environment string; numbers and booleans converted, the rest refused."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int):
+        if abs(value) > 10**18:
+            raise ValueError("numbers in env must be below 10^18 (quote long values)")
+        return str(value)
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            raise ValueError(f"{value} is not a finite number (quote it if you mean the text)")
+        return repr(value)
+    if isinstance(value, str):
+        if "\0" in value or len(value) > 32 * 1024:
+            raise ValueError("env values must be at most 32 KiB with no NUL character")
+        return value
+    kind = "null" if value is None else type(value).__name__
+    raise ValueError(f"env values must be strings, numbers or booleans, got {kind} (quote it: '...')")
+
+
 Duration = Annotated[float, BeforeValidator(parse_duration)]
+# The bounds: a pass at most twice a second; a request, a launch, an idle agent not forever.
+PollInterval = Annotated[float, BeforeValidator(_within(0.5, 3600))]
+RequestTimeout = Annotated[float, BeforeValidator(_within(1, 600))]
+IdleTimeout = Annotated[float, BeforeValidator(_within(1, 30 * 86400))]
+LaunchTimeout = Annotated[float, BeforeValidator(_within(1, 86400))]
 Bytes = Annotated[int, BeforeValidator(parse_bytes)]
-Count = Annotated[int, Field(ge=0)]
+Count = Annotated[int, Field(ge=0, le=MAX_COUNT)]
 
 
 class _Model(BaseModel):
@@ -117,16 +330,34 @@ class JenkinsConfig(_Model):
     token: SecretStr | None = None
     agent_url: str | None = None
     websocket: bool = True
-    timeout: Duration = 10.0
+    timeout: RequestTimeout = 10.0
 
-    @field_validator("url", "agent_url")
+    @field_validator("url")
     @classmethod
-    def _http_url(cls, value: str | None) -> str | None:
-        if value is None:
-            return None
-        if not re.match(r"^https?://[^/\s]+", value):
-            raise ValueError(f"expected an http:// or https:// URL, got {value!r}")
-        return value if value.endswith("/") else value + "/"
+    def _url(cls, value: str) -> str:
+        return check_http_url(value, "jenkins.url")
+
+    @field_validator("agent_url")
+    @classmethod
+    def _agent_url(cls, value: str | None) -> str | None:
+        return None if value is None else check_http_url(value, "jenkins.agent_url")
+
+    @field_validator("user")
+    @classmethod
+    def _user(cls, value: str) -> str:
+        return _check_text(value, "jenkins.user", 256)
+
+    @field_validator("token_file")
+    @classmethod
+    def _token_file(cls, value: str | None) -> str | None:
+        return None if value is None else _check_text(value, "jenkins.token_file", 4096)
+
+    @field_validator("token_env")
+    @classmethod
+    def _token_env(cls, value: str | None) -> str | None:
+        if value is not None and not _ENV_NAME_RE.fullmatch(value):
+            raise ValueError("expected the name of an environment variable (letters, digits, _)")
+        return value
 
     @property
     def effective_agent_url(self) -> str:
@@ -176,10 +407,7 @@ class DockerHostConfig(_Model):
     @field_validator("url")
     @classmethod
     def _url(cls, value: str) -> str:
-        scheme, sep, rest = value.partition("://")
-        if not sep or scheme not in ("unix", "tcp", "ssh", "npipe") or not rest:
-            raise ValueError(f"expected unix:///path, tcp://host:port or ssh://user@host, got {value!r}")
-        return value
+        return check_docker_url(value)
 
     @property
     def scheme(self) -> str:
@@ -198,36 +426,47 @@ class DockerHostConfig(_Model):
 
 class PoolConfig(_Model):
     name: str
-    labels: list[str] = Field(min_length=1)
+    labels: list[str] = Field(min_length=1, max_length=100)
     image: str = Field(min_length=1)
-    executors: int = Field(default=1, ge=1)
+    executors: int = Field(default=1, ge=1, le=100)
     min_idle: Count = 0
     max_agents: Count = 10
-    idle_timeout: Duration = 300.0
-    launch_timeout: Duration = 180.0
+    idle_timeout: IdleTimeout = 300.0
+    launch_timeout: LaunchTimeout = 180.0
     one_shot: bool = False
     exclusive: bool = True
     security: Literal["privileged", "capabilities", "sysbox"] = "privileged"
     cap_drop: list[str] = Field(default_factory=list)
     docker_volume: Literal["per-agent", "reuse"] = "per-agent"
     remote_fs: str = "/home/jenkins/agent"
-    cpus: float | None = Field(default=None, gt=0)
-    memory: Bytes | None = None
+    cpus: float | None = Field(default=None, gt=0, le=MAX_CPUS, allow_inf_nan=False)
+    memory: Bytes | None = Field(default=None, ge=MIN_MEMORY, le=MAX_MEMORY)
     env: dict[str, str] = Field(default_factory=dict)
     image_archive: str | None = None  # a `docker save` tar of `image`, loaded on hosts without it
+    # NAME: file whose content (without its final newline) becomes the value of NAME: a secret
+    # need not be written in the config. Read at load time; merged into `env`.
+    env_files: dict[str, str] = Field(default_factory=dict)
 
     @field_validator("name")
     @classmethod
     def _name(cls, value: str) -> str:
         return _check_name(value, "pool name")
 
+    @field_validator("image")
+    @classmethod
+    def _image(cls, value: str) -> str:
+        if len(value) > 512 or not _IMAGE_RE.fullmatch(value):
+            raise ValueError(f"{_short(value)} is not a Docker image reference like registry/name:tag")
+        return value
+
     @field_validator("labels")
     @classmethod
     def _labels(cls, value: list[str]) -> list[str]:
         for label in value:
-            if not label or quote_atom(label) != label:
+            if not label or len(label) > 128 or not label.isprintable() or quote_atom(label) != label:
                 raise ValueError(
-                    f"{label!r} is not a plain Jenkins label (no spaces, quotes, parentheses or &|!<>=->)"
+                    f"{_short(label)} is not a plain Jenkins label "
+                    "(no spaces, quotes, parentheses, &|!<>=->, control characters; at most 128)"
                 )
         if len(set(value)) != len(value):
             raise ValueError("labels are listed twice")
@@ -237,15 +476,16 @@ class PoolConfig(_Model):
     @classmethod
     def _caps(cls, value: list[str]) -> list[str]:
         for cap in value:
-            if not _CAP_RE.match(cap):
-                raise ValueError(f"{cap!r} is not a Linux capability name like SYS_ADMIN")
+            if cap.upper().removeprefix("CAP_") not in CAPABILITIES:
+                raise ValueError(f"{_short(cap)} is not a Linux capability name like SYS_ADMIN")
         return value
 
     @field_validator("remote_fs")
     @classmethod
     def _remote_fs(cls, value: str) -> str:
-        if not value.startswith("/"):
-            raise ValueError(f"expected an absolute path, got {value!r}")
+        _check_text(value, "remote_fs", 1024)
+        if not value.startswith("/") or ":" in value:
+            raise ValueError(f"expected an absolute path without ':', got {_short(value)}")
         return value
 
     @field_validator("env", mode="before")
@@ -253,14 +493,18 @@ class PoolConfig(_Model):
     def _env(cls, value: object) -> object:
         if not isinstance(value, Mapping):
             return value
-        out: dict[object, object] = {}
-        for key, item in value.items():
-            if isinstance(key, str) and (not key or "=" in key):
-                raise ValueError(f"{key!r} is not a valid environment variable name")
-            if key in RESERVED_ENV:
-                raise ValueError(f"{key} is set by agentpool and cannot be overridden")
-            # YAML reads `X: 1` as a number; the environment only knows strings.
-            out[key] = str(item).lower() if isinstance(item, bool) else str(item)
+        return {_check_env_name(key): env_value(item) for key, item in value.items()}
+
+    @field_validator("env_files", mode="before")
+    @classmethod
+    def _env_files(cls, value: object) -> object:
+        if not isinstance(value, Mapping):
+            return value
+        out: dict[str, object] = {}
+        for key, path in value.items():
+            if isinstance(path, str):
+                _check_text(path, f"the file of {_check_env_name(key)}", 4096)
+            out[_check_env_name(key)] = path
         return out
 
     @property
@@ -270,16 +514,31 @@ class PoolConfig(_Model):
 
 class MetricsConfig(_Model):
     listen: str | None = "127.0.0.1:9464"
+    # Host header values accepted besides the listen address itself (a name a proxy uses).
+    allowed_hosts: list[str] = Field(default_factory=list, max_length=100)
+    # File holding the bearer token POST /drain and /resume require; without one they are refused.
+    admin_token_file: str | None = None
+    # Resolved from admin_token_file at load time.
+    admin_token: SecretStr | None = None
 
     @field_validator("listen")
     @classmethod
     def _listen(cls, value: str | None) -> str | None:
-        if value is None:
-            return None
-        host, sep, port = value.rpartition(":")
-        if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
-            raise ValueError(f"expected HOST:PORT, got {value!r}")
+        return None if value is None else check_listen(value)
+
+    @field_validator("allowed_hosts")
+    @classmethod
+    def _allowed_hosts(cls, value: list[str]) -> list[str]:
+        for host in value:
+            name = host[1:-1] if host.startswith("[") and host.endswith("]") else host
+            if not _valid_host(name.rsplit(":", 1)[0] if name.count(":") == 1 else name):
+                raise ValueError(f"{_short(host)} is not a host name or address")
         return value
+
+    @field_validator("admin_token_file")
+    @classmethod
+    def _admin_token_file(cls, value: str | None) -> str | None:
+        return None if value is None else _check_text(value, "metrics.admin_token_file", 4096)
 
 
 def _default_hosts() -> list[DockerHostConfig]:
@@ -298,9 +557,9 @@ class Config(_Model):
     instance: str = "agentpool"
     # Daemon id and drain state (agentpool.state); default $STATE_DIRECTORY or /var/lib/agentpool.
     state_dir: str | None = None
-    poll_interval: Duration = 5.0
-    docker_hosts: list[DockerHostConfig] = Field(default_factory=_default_hosts, min_length=1)
-    pools: list[PoolConfig] = Field(min_length=1)
+    poll_interval: PollInterval = 5.0
+    docker_hosts: list[DockerHostConfig] = Field(default_factory=_default_hosts, min_length=1, max_length=100)
+    pools: list[PoolConfig] = Field(min_length=1, max_length=200)
     metrics: MetricsConfig = Field(default_factory=MetricsConfig)
 
     @field_validator("instance")
@@ -321,6 +580,142 @@ class Config(_Model):
         return None
 
 
+# --- reading files ---------------------------------------------------------------------------
+
+
+class FileRefused(Exception):
+    """A file that is not a readable regular file within the size limit; the text says why."""
+
+
+def read_regular_file(path: str | os.PathLike[str], limit: int) -> bytes:
+    """The bytes of a regular file of at most ``limit`` bytes.
+
+    Opened non-blocking and checked with fstat before any read, so a FIFO, a device such as
+    /dev/zero or a directory is refused at once instead of blocking or filling memory.
+    """
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC | getattr(os, "O_NOCTTY", 0))
+    except OSError as exc:
+        raise FileRefused(exc.strerror or errno.errorcode.get(exc.errno or 0, "cannot open")) from None
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            kind = "a directory" if stat.S_ISDIR(info.st_mode) else "not a regular file"
+            raise FileRefused(kind)
+        if info.st_size > limit:
+            raise FileRefused(f"larger than {limit} bytes")
+        chunks: list[bytes] = []
+        size = 0
+        while size <= limit:
+            chunk = os.read(fd, min(65536, limit + 1 - size))
+            if not chunk:
+                break
+            chunks.append(chunk)
+            size += len(chunk)
+        if size > limit:
+            raise FileRefused(f"larger than {limit} bytes")
+        return b"".join(chunks)
+    except OSError as exc:
+        raise FileRefused(exc.strerror or "cannot read") from None
+    finally:
+        os.close(fd)
+
+
+# --- parsing YAML, bounded -------------------------------------------------------------------
+
+
+class _Located(Exception):
+    def __init__(self, line: int, message: str) -> None:
+        super().__init__(message)
+        self.line = line
+        self.message = message
+
+
+class _BoundedLoader(yaml.SafeLoader):
+    """SafeLoader's composer with limits on depth, aliases and the expanded node count."""
+
+    def __init__(self, stream: str) -> None:
+        super().__init__(stream)
+        self._depth = 0
+        self._aliases = 0
+        self._sizes: dict[int, int] = {}
+        self._keep: list[yaml.Node] = []  # ids in _sizes stay unique while the nodes live
+
+    def compose_node(self, parent: yaml.Node | None, index: object) -> yaml.Node | None:
+        mark = self.peek_event().start_mark  # type: ignore[no-untyped-call]
+        line = mark.line + 1
+        if self.check_event(yaml.AliasEvent):
+            self._aliases += 1
+            if self._aliases > MAX_ALIASES:
+                raise _Located(line, f"more than {MAX_ALIASES} aliases (*name)")
+            node = super().compose_node(parent, index)  # type: ignore[arg-type]
+            if node is None or id(node) not in self._sizes:
+                raise _Located(line, "an alias refers to the node that contains it")
+            return node
+        self._depth += 1
+        if self._depth > MAX_DEPTH:
+            raise _Located(line, f"nested deeper than {MAX_DEPTH} levels")
+        node = super().compose_node(parent, index)  # type: ignore[arg-type]
+        self._depth -= 1
+        if node is None:
+            return None
+        size = 1
+        if isinstance(node, yaml.MappingNode):
+            size += sum(self._sizes.get(id(k), 1) + self._sizes.get(id(v), 1) for k, v in node.value)
+        elif isinstance(node, yaml.SequenceNode):
+            size += sum(self._sizes.get(id(item), 1) for item in node.value)
+        if size > MAX_NODES:
+            raise _Located(line, f"more than {MAX_NODES} values once aliases are expanded")
+        self._sizes[id(node)] = size
+        self._keep.append(node)
+        return node
+
+
+class _Constructor(yaml.constructor.SafeConstructor):
+    """SafeConstructor that names the line of the value it could not build."""
+
+    def construct_object(self, node: yaml.Node, deep: bool = False) -> Any:
+        try:
+            return super().construct_object(node, deep=True)
+        except _Located:
+            raise
+        except yaml.MarkedYAMLError as exc:
+            mark = exc.problem_mark or exc.context_mark or node.start_mark
+            raise _Located(mark.line + 1, _yaml_problem(exc)) from None
+        except (ValueError, TypeError, ArithmeticError, LookupError) as exc:
+            tag = node.tag.rsplit(":", 1)[-1]
+            detail = str(exc)
+            # The reason, unless it quotes the value (which may be a token, not yet masked).
+            if isinstance(node.value, str) and node.value and node.value[:40] in detail:
+                detail = type(exc).__name__
+            raise _Located(node.start_mark.line + 1, f"cannot read this {tag} value: {detail}") from None
+
+
+def _yaml_problem(exc: yaml.MarkedYAMLError) -> str:
+    parts = [p for p in (exc.context, exc.problem) if p]
+    return "; ".join(parts) or type(exc).__name__
+
+
+def _compose(text: str) -> yaml.Node | None:
+    loader: _BoundedLoader | None = None
+    try:
+        loader = _BoundedLoader(text)
+        return loader.get_single_node()
+    except _Located:
+        raise
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        raise _Located(mark.line + 1 if mark is not None else 1, _yaml_problem(exc)) from None
+    except yaml.reader.ReaderError as exc:
+        line = text.count("\n", 0, max(exc.position, 0)) + 1
+        raise _Located(line, f"character #x{exc.character:04x} is not allowed in YAML") from None
+    except yaml.YAMLError as exc:
+        raise _Located(1, str(exc)) from None
+    finally:
+        if loader is not None:
+            loader.dispose()
+
+
 # --- loading ---------------------------------------------------------------------------------
 
 Loc = tuple[str | int, ...]
@@ -334,23 +729,21 @@ class _Lines:
         self.node_line: dict[Loc, int] = {}  # the line where the value node starts
         self.duplicates: list[tuple[Loc, int]] = []
 
-    def walk(self, node: yaml.Node, loc: Loc, stack: frozenset[int] = frozenset()) -> None:
-        if id(node) in stack:
-            return  # a recursive alias
-        stack = stack | {id(node)}
+    def walk(self, node: yaml.Node, loc: Loc) -> None:
+        # The composer bounded depth and expanded size: this walk is bounded too.
         self.node_line[loc] = node.start_mark.line + 1
         if isinstance(node, yaml.MappingNode):
             for key_node, value_node in node.value:
                 key = key_node.value if isinstance(key_node, yaml.ScalarNode) else str(key_node.value)
                 child = (*loc, key)
-                if child in self.key_line:
+                if child in self.key_line and key != "<<":
                     self.duplicates.append((child, key_node.start_mark.line + 1))
                 self.key_line[child] = key_node.start_mark.line + 1
-                self.walk(value_node, child, stack)
+                self.walk(value_node, child)
         elif isinstance(node, yaml.SequenceNode):
             for index, item in enumerate(node.value):
                 self.key_line[(*loc, index)] = item.start_mark.line + 1
-                self.walk(item, (*loc, index), stack)
+                self.walk(item, (*loc, index))
 
     def line(self, loc: Loc) -> int:
         """The line of ``loc``'s key, else of the nearest enclosing key that exists."""
@@ -393,6 +786,9 @@ def _data_loc(loc: Sequence[str | int], data: object) -> Loc:
     return tuple(out)
 
 
+_SECRET_KEYS = frozenset({"token", "admin_token", "env", "env_files", "url", "agent_url"})
+
+
 def _message(err: Mapping[str, Any], loc: Loc) -> str:
     kind = err["type"]
     if kind == "extra_forbidden":
@@ -402,13 +798,14 @@ def _message(err: Mapping[str, Any], loc: Loc) -> str:
     msg = str(err["msg"])
     if msg.startswith("Value error, "):
         msg = msg[len("Value error, ") :]
-    secret = (bool(loc) and loc[-1] == "token") or (len(loc) >= 2 and loc[-2] == "env")
+    secret = any(part in _SECRET_KEYS for part in loc if isinstance(part, str))
     value = err.get("input")
     if (
         not secret
         and kind not in ("value_error",)
         and isinstance(value, str | int | float | bool)
         and not (isinstance(value, str) and len(value) > 80)
+        and not (isinstance(value, int) and abs(value) > 10**30)
     ):
         msg += f", got {value!r}"
     return msg
@@ -417,35 +814,59 @@ def _message(err: Mapping[str, Any], loc: Loc) -> str:
 _inline_token_warned = False
 
 
+def _line(name: str, line: int, loc: str, message: str) -> str:
+    return f"{escape(name)}:{line}: {escape(loc)}: {escape(message[: MAX_MESSAGE * 2])}"
+
+
 def load_config_text(text: str, name: str = "<config>") -> Config:
     """Parse and check a config given as text; ``name`` (the file) prefixes every error."""
     try:
-        root = yaml.compose(text, Loader=yaml.SafeLoader)
-    except yaml.MarkedYAMLError as exc:
-        mark = exc.problem_mark or exc.context_mark
-        line = mark.line + 1 if mark is not None else 1
-        raise ConfigError([f"{name}:{line}: (yaml): {exc.problem or exc}"]) from None
-    except yaml.YAMLError as exc:
-        raise ConfigError([f"{name}:1: (yaml): {exc}"]) from None
+        return _load(text, name)
+    except _Located as exc:
+        raise ConfigError([_line(name, exc.line, "(yaml)", exc.message[:MAX_MESSAGE])]) from None
+    except RecursionError:
+        raise ConfigError([_line(name, 1, "(yaml)", f"nested too deeply (more than {MAX_DEPTH})")]) from None
+
+
+def _load(text: str, name: str) -> Config:
+    if len(text) > MAX_FILE_BYTES:
+        raise _Located(1, f"the config is larger than {MAX_FILE_BYTES} bytes")
+    root = _compose(text)
     if root is None:
-        raise ConfigError([f"{name}:1: (top level): the config is empty (jenkins and pools are required)"])
+        raise ConfigError(
+            [_line(name, 1, "(top level)", "the config is empty (jenkins and pools are required)")]
+        )
     lines = _Lines()
     lines.walk(root, ())
-    data = yaml.constructor.SafeConstructor().construct_document(root)
+    constructor = _Constructor()
+    data = constructor.construct_object(root, deep=True)
     if not isinstance(data, dict):
-        raise ConfigError([f"{name}:1: (top level): expected a mapping of keys, got {type(data).__name__}"])
+        kind = "null" if data is None else type(data).__name__
+        raise ConfigError([_line(name, 1, "(top level)", f"expected a mapping of keys, got {kind}")])
     found: list[tuple[int, str]] = [
-        (line, f"{name}:{line}: {format_loc(loc)}: key is given twice (YAML keeps only the last)")
+        (line, _line(name, line, format_loc(loc), "key is given twice (YAML keeps only the last)"))
         for loc, line in lines.duplicates
     ]
 
     def err(loc: Loc, message: str) -> None:
         line = lines.line(loc)
-        found.append((line, f"{name}:{line}: {format_loc(loc)}: {message}"))
+        found.append((line, _line(name, line, format_loc(loc), message)))
 
     def errors() -> list[str]:
         return [text for _, text in sorted(found, key=lambda pair: pair[0])]
 
+    bad_keys = _non_string_keys(data, ())
+    for key in bad_keys:
+        err(key, "keys must be strings")
+    if bad_keys:
+        raise ConfigError(errors())
+    _check_envs(data, err)
+    if "docker_hosts" not in data and os.environ.get("DOCKER_HOST"):
+        try:
+            check_docker_url(os.environ["DOCKER_HOST"])
+        except ValueError as exc:
+            err(("docker_hosts",), f"not given, and the default from DOCKER_HOST is wrong: {exc}")
+            raise ConfigError(errors()) from None
     try:
         config = Config.model_validate(data)
     except ValidationError as exc:
@@ -456,9 +877,51 @@ def load_config_text(text: str, name: str = "<config>") -> Config:
     _cross_check(config, err)
     config = _resolve_docker_tls(config, name, err)
     config = _resolve_token(config, name, err)
+    config = _resolve_files(config, name, err)
     if found:
         raise ConfigError(errors())
     return config
+
+
+def _check_envs(data: dict[str, Any], err: Callable[[Loc, str], None]) -> None:
+    """Check every pool's env and env_files entry by entry, so each error names its variable.
+
+    Bad entries are reported and dropped; good values are converted to strings in place.
+    """
+    pools = data.get("pools")
+    if not isinstance(pools, list):
+        return
+    for i, pool in enumerate(pools):
+        if not isinstance(pool, dict):
+            continue
+        for section in ("env", "env_files"):
+            entries = pool.get(section)
+            if not isinstance(entries, dict):
+                continue
+            for key in list(entries):
+                try:
+                    _check_env_name(key)
+                    if section == "env":
+                        entries[key] = env_value(entries[key])
+                    elif not isinstance(entries[key], str):
+                        raise ValueError("expected the path of a file")
+                except ValueError as exc:
+                    err(("pools", i, section, key), str(exc))
+                    del entries[key]
+
+
+def _non_string_keys(data: object, loc: Loc) -> list[Loc]:
+    out: list[Loc] = []
+    if isinstance(data, dict):
+        for key, value in data.items():
+            if not isinstance(key, str):
+                out.append((*loc, repr(key)[:40]))
+            else:
+                out.extend(_non_string_keys(value, (*loc, key)))
+    elif isinstance(data, list):
+        for index, item in enumerate(data):
+            out.extend(_non_string_keys(item, (*loc, index)))
+    return out
 
 
 def _cross_check(config: Config, err: Callable[[Loc, str], None]) -> None:
@@ -477,11 +940,39 @@ def _cross_check(config: Config, err: Callable[[Loc, str], None]) -> None:
                 ("pools", i, "cap_drop"),
                 f"cap_drop applies only with security: capabilities, not {pool.security}",
             )
+        for key in sorted(set(pool.env) & set(pool.env_files)):
+            err(("pools", i, "env_files", key), f"{key} is also given in env")
     hosts: dict[str, int] = {}
     for i, host in enumerate(config.docker_hosts):
         if host.name in hosts:
             err(("docker_hosts", i, "name"), f"duplicate docker host name {host.name!r}")
         hosts.setdefault(host.name, i)
+    if config.metrics.admin_token is not None:
+        err(("metrics", "admin_token"), "unknown key (give admin_token_file)")
+
+
+def _config_path(value: str, name: str) -> Path:
+    path = Path(expand_env(value))
+    if not path.is_absolute() and name not in ("", "<config>"):
+        path = Path(name).parent / path
+    return path
+
+
+def _read_secret(value: str, name: str, what: str) -> str:
+    """The stripped, single-line text of the file ``value`` names; ValueError saying why not."""
+    path = _config_path(value, name)
+    try:
+        text = read_regular_file(path, MAX_SECRET_BYTES).decode("utf-8")
+    except FileRefused as exc:
+        raise ValueError(f"cannot read {what} {str(path)!r}: {exc}") from None
+    except UnicodeDecodeError:
+        raise ValueError(f"{what} {str(path)!r} is not UTF-8 text") from None
+    secret = text.strip()
+    if not secret:
+        raise ValueError(f"{what} {str(path)!r} is empty")
+    if not secret.isprintable():
+        raise ValueError(f"{what} {str(path)!r} holds more than one line or control characters")
+    return secret
 
 
 def _resolve_docker_tls(config: Config, name: str, err: Callable[[Loc, str], None]) -> Config:
@@ -582,45 +1073,76 @@ def _resolve_token(config: Config, name: str, err: Callable[[Loc, str], None]) -
     token: str
     if jenkins.token_file is not None:
         try:
-            path = Path(expand_env(jenkins.token_file))
+            token = _read_secret(jenkins.token_file, name, "token file")
         except ValueError as exc:
             err(("jenkins", "token_file"), str(exc))
-            return config
-        if not path.is_absolute() and name not in ("", "<config>"):
-            path = Path(name).parent / path
-        try:
-            token = path.read_text(encoding="utf-8").strip()
-        except (OSError, UnicodeDecodeError) as exc:
-            reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else type(exc).__name__
-            err(("jenkins", "token_file"), f"cannot read token file {str(path)!r}: {reason}")
-            return config
-        if not token:
-            err(("jenkins", "token_file"), f"token file {str(path)!r} is empty")
             return config
     elif jenkins.token_env is not None:
         token = os.environ.get(jenkins.token_env, "").strip()
         if not token:
             err(("jenkins", "token_env"), f"environment variable {jenkins.token_env} is not set or empty")
             return config
+        if not token.isprintable():
+            err(
+                ("jenkins", "token_env"), f"environment variable {jenkins.token_env} holds control characters"
+            )
+            return config
     else:
         assert jenkins.token is not None
-        token = jenkins.token.get_secret_value()
-        if not token:
-            err(("jenkins", "token"), "the token is empty")
+        token = jenkins.token.get_secret_value().strip()
+        if not token or not token.isprintable():
+            err(("jenkins", "token"), "the token is empty or holds control characters")
             return config
         global _inline_token_warned
         if not _inline_token_warned:
             _inline_token_warned = True
             log.warning("%s: jenkins.token is inline in the config; prefer token_file or token_env", name)
+    register_secret(token)
+    # As python-jenkins sends it (Authorization: Basic), should a debug log ever show a header.
+    register_secret(base64.b64encode(f"{jenkins.user}:{token}".encode()).decode())
     return config.model_copy(update={"jenkins": jenkins.model_copy(update={"token": SecretStr(token)})})
+
+
+def _resolve_files(config: Config, name: str, err: Callable[[Loc, str], None]) -> Config:
+    """Read ``metrics.admin_token_file`` and every pool's ``env_files``; mask what they hold."""
+    update: dict[str, Any] = {}
+    metrics = config.metrics
+    if metrics.admin_token_file is not None:
+        try:
+            admin = _read_secret(metrics.admin_token_file, name, "admin token file")
+        except ValueError as exc:
+            err(("metrics", "admin_token_file"), str(exc))
+        else:
+            register_secret(admin)
+            update["metrics"] = metrics.model_copy(update={"admin_token": SecretStr(admin)})
+    pools = []
+    for i, pool in enumerate(config.pools):
+        if not pool.env_files:
+            pools.append(pool)
+            continue
+        env = dict(pool.env)
+        for key, value in pool.env_files.items():
+            try:
+                env[key] = _read_secret(value, name, f"the file of {key}")
+            except ValueError as exc:
+                err(("pools", i, "env_files", key), str(exc))
+                continue
+            register_secret(env[key])
+        pools.append(pool.model_copy(update={"env": env}))
+    update["pools"] = pools
+    return config.model_copy(update=update)
 
 
 def load_config(path: str | os.PathLike[str]) -> Config:
     """Read and check the config file at ``path``; raise :class:`ConfigError` when invalid."""
     name = str(path)
     try:
-        text = Path(path).read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
-        raise ConfigError([f"{name}:1: (file): cannot read the config: {reason}"]) from None
+        data = read_regular_file(path, MAX_FILE_BYTES)
+    except FileRefused as exc:
+        raise ConfigError([_line(name, 1, "(file)", f"cannot read the config: {exc}")]) from None
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data.count(b"\n", 0, exc.start) + 1
+        raise ConfigError([_line(name, line, "(file)", "the config is not UTF-8 text")]) from None
     return load_config_text(text, name)

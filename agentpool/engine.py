@@ -28,6 +28,7 @@ from agentpool.executor import Executor
 from agentpool.logs import register_secret
 from agentpool.model import (
     AgentMemory,
+    CompleteLaunch,
     Cordon,
     HostView,
     Memory,
@@ -224,6 +225,12 @@ class Engine:
                     decision("cordoned", **where, detail=action.detail)
                 else:
                     decision("cordon failed", logging.WARNING, **where, error=outcome.error)
+            case CompleteLaunch():
+                where = {"agent": action.agent, "pool": action.pool, "host": action.host}
+                if outcome.ok:
+                    decision("launch completed", **where, reason=action.reason.value, detail=action.detail)
+                else:
+                    decision("launch completion failed", logging.WARNING, **where, error=outcome.error)
             case RemoveOrphan():
                 self._orphan_removed(action, outcome)
             case _:

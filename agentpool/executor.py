@@ -24,6 +24,7 @@ from agentpool.model import (
     LABEL_INSTANCE,
     LABEL_POOL,
     Action,
+    CompleteLaunch,
     Cordon,
     Provision,
     Reap,
@@ -108,6 +109,8 @@ class Executor:
                         error = f"cordon of {action.agent}: the node did not stay offline"
                         return Outcome(action, ok=False, error=error)
                     return Outcome(action, ok=True, removed=False)
+                case CompleteLaunch():
+                    return self.complete_launch(action)
                 case RemoveOrphan():
                     return self.remove_orphan(action)
                 case _:
@@ -118,6 +121,14 @@ class Executor:
             return _failed(action, exc)
 
     # -- provision -------------------------------------------------------------------------
+
+    def complete_launch(self, action: CompleteLaunch) -> Outcome:
+        """Nothing to undo on failure: the agent stays a starting one, reaped at launch_timeout."""
+        secret = self.jenkins.agent_secret(action.agent)
+        register_secret(secret)
+        self.agent_secrets[action.agent] = secret
+        self.hosts[action.host].complete_agent(action.container, secret)
+        return Outcome(action, ok=True, container_id=action.container)
 
     def _labels(self, pool: str, agent: str) -> dict[str, str]:
         labels = {LABEL_INSTANCE: self.config.instance, LABEL_POOL: pool, LABEL_AGENT: agent}
@@ -296,7 +307,7 @@ class Executor:
 
 def _subject(action: Action) -> str:
     match action:
-        case Provision() | Reap() | Cordon():
+        case Provision() | Reap() | Cordon() | CompleteLaunch():
             return action.agent
         case RemoveOrphan():
             return f"{action.kind} {action.name}"

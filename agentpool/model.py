@@ -219,6 +219,7 @@ class Reason(StrEnum):
     ORPHAN = "orphan"
     BUSY_AGAIN = "busy-again"
     EXCESS_FREE_VOLUME = "excess-free-volume"
+    INTERRUPTED_LAUNCH = "interrupted-launch"
 
 
 @dataclass(frozen=True, slots=True)
@@ -279,6 +280,20 @@ class ResourceKind(StrEnum):
 
 
 @dataclass(frozen=True, slots=True)
+class CompleteLaunch:
+    """Start an agent whose launch was cut short after its container was created (a crash or
+    kill -9 between create and start): copy its secret in again and start the container, so the
+    build it was started for gets this agent, not a second one."""
+
+    agent: str
+    pool: str
+    host: str
+    container: str  # the created container's id
+    reason: Reason
+    detail: str
+
+
+@dataclass(frozen=True, slots=True)
 class RemoveOrphan:
     """Remove one leftover resource of this instance that has no counterpart."""
 
@@ -312,7 +327,7 @@ class Unserved:
     inferred: bool = False  # the label is not known: inferred from the one node `why` names
 
 
-Action = Provision | Reap | Cordon | RemoveOrphan
+Action = Provision | Reap | Cordon | CompleteLaunch | RemoveOrphan
 
 
 @dataclass(frozen=True, slots=True)

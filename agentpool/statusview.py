@@ -14,6 +14,7 @@ import time
 from collections.abc import Callable
 from typing import Any, TextIO
 
+from agentpool.logs import redact
 from agentpool.service.page import duration
 
 StatusFn = Callable[[], dict[str, Any]]
@@ -230,7 +231,7 @@ def show(
     colour = use_colour(stream)
     try:
         while True:
-            text = render(status(), colour)
+            text = redact(render(status(), colour))
             if watch is None:
                 print(text, file=stream)
                 return 0

@@ -66,15 +66,22 @@ ensure_dockerd() {
     return 1
 }
 
+# Only the dockerd this script started, by its PID: dockerd stops its own containerd and shims
+# (other engines' shims on this machine are none of our business). Waited for, bounded.
 stop_dockerd() {
     if [ -n "$STARTED_DOCKERD" ]; then
-        log "stopping the dockerd this script started"
-        kill "$STARTED_DOCKERD" 2>/dev/null || true
-        for _ in $(seq 1 40); do
+        log "stopping the dockerd this script started (pid $STARTED_DOCKERD)"
+        kill -TERM "$STARTED_DOCKERD" 2>/dev/null || true
+        for _ in $(seq 1 60); do
             kill -0 "$STARTED_DOCKERD" 2>/dev/null || break
             sleep 0.5
         done
-        pkill -f containerd-shim 2>/dev/null || true
+        if kill -0 "$STARTED_DOCKERD" 2>/dev/null; then
+            log "dockerd (pid $STARTED_DOCKERD) did not stop within 30 s: killing it"
+            kill -KILL "$STARTED_DOCKERD" 2>/dev/null || true
+        fi
+        wait "$STARTED_DOCKERD" 2>/dev/null || true
+        STARTED_DOCKERD=""
     fi
 }
 

@@ -10,4 +10,6 @@ ruff format --check .
 log "mypy"
 mypy
 log "pytest"
-python -m pytest "$@"
+# The end-to-end suites mostly wait on real engines: three workers overlap those waits on two
+# cores (tests/conftest.py keeps each slow suite and each e2e module on one worker).
+python -m pytest -n "${AGENTPOOL_TEST_WORKERS:-3}" --dist loadgroup "$@"

@@ -18,7 +18,10 @@ user agentpool runs as; unknown host keys are refused).
 from __future__ import annotations
 
 import contextlib
+import io
+import posixpath
 import socket
+import tarfile
 import urllib.parse
 from collections.abc import Callable, Generator, Iterable, Mapping
 from datetime import datetime
@@ -50,6 +53,9 @@ if TYPE_CHECKING:
 T = TypeVar("T")
 DOCKER_DIR = "/var/lib/docker"
 SSH_CONNECT_TIMEOUT = 10.0
+# The agent's secret reaches the container as this file (mode 0400), not as an environment
+# variable that `docker inspect` shows; the entrypoint hands it to the agent as `-secret @FILE`.
+SECRET_FILE = "/run/agentpool/jenkins-secret"  # noqa: S105 - a path, not a password
 
 
 def _parse_time(value: str | int | float | None) -> float:
@@ -401,12 +407,16 @@ class DockerHost:
             **dict(spec.host_config),
         )
         host_config.update(spec.host_fields)
+        env = dict(spec.env)
+        secret = env.pop("JENKINS_SECRET", None)
+        if secret is not None:
+            env["JENKINS_SECRET_FILE"] = SECRET_FILE
         created = self._call(
             f"create container {spec.name}",
             lambda: api.create_container(
                 image=spec.image,
                 name=spec.name,
-                environment=dict(spec.env),
+                environment=env,
                 labels=dict(spec.labels),
                 host_config=host_config,
                 detach=True,
@@ -414,13 +424,24 @@ class DockerHost:
         )
         container_id = str(created["Id"])
         try:
-            self._call(f"start container {spec.name}", lambda: api.start(container_id))
+            self._secret_and_start(container_id, spec.name, secret)
         except DockerError:
             # Removed by id: the container created just now, never another one of that name.
             with contextlib.suppress(DockerError):
                 self.remove_container(container_id, stop_timeout=2)
             raise
         return container_id
+
+    def _secret_and_start(self, container: str, name: str, secret: str | None) -> None:
+        api = self.client.api
+        if secret is not None:
+            archive = _secret_archive(SECRET_FILE, secret)
+            self._call(f"copy the secret into {name}", lambda: api.put_archive(container, "/", archive))
+        self._call(f"start container {name}", lambda: api.start(container))
+
+    def complete_agent(self, container: str, secret: str) -> None:
+        """Start a created agent container whose launch was interrupted (its secret copied again)."""
+        self._secret_and_start(container, container, secret)
 
     def remove_container(self, container: str, stop_timeout: int = 10) -> None:
         """Stop (SIGTERM, then SIGKILL after ``stop_timeout``) and remove with anonymous volumes."""
@@ -441,3 +462,17 @@ class DockerHost:
     def remove_agent(self, agent: str) -> None:
         """The backend's name for :meth:`remove_container`: the agent's container and anonymous volumes."""
         self.remove_container(agent)
+
+
+def _secret_archive(path: str, secret: str) -> bytes:
+    """A tar archive holding ``path`` (mode 0400, root) with ``secret``, and its directory (0700)."""
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w") as tar:
+        directory = tarfile.TarInfo(posixpath.dirname(path).lstrip("/"))
+        directory.type, directory.mode = tarfile.DIRTYPE, 0o700
+        tar.addfile(directory)
+        data = secret.encode()
+        info = tarfile.TarInfo(path.lstrip("/"))
+        info.size, info.mode = len(data), 0o400
+        tar.addfile(info, io.BytesIO(data))
+    return buffer.getvalue()

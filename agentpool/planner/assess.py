@@ -13,6 +13,7 @@ from agentpool.model import (
     AgentMemory,
     AgentResource,
     AgentState,
+    CompleteLaunch,
     Cordon,
     Node,
     Reap,
@@ -23,6 +24,9 @@ from agentpool.planner.capacity import NO_CAPACITY, PoolCapacity
 
 # An agent whose Jenkins node is gone (and orphans, which have no launch to race) waits this long.
 ORPHAN_GRACE = 60.0
+# A container still only created this long after its creation was left by an interrupted
+# launch (a launch in progress starts it within a second or two): it is completed.
+INTERRUPTED_GRACE = 10.0
 
 _CLEAN_REAPS = frozenset({Reason.IDLE_TIMEOUT, Reason.DRAIN, Reason.ONE_SHOT_DONE})
 _GONE = frozenset({ResourceState.EXITED, ResourceState.DEAD, ResourceState.REMOVING})
@@ -33,7 +37,7 @@ class Assessment:
     """What one pass makes of one agent."""
 
     memory: AgentMemory  # the agent's memory for the next pass
-    action: Reap | Cordon | None = None
+    action: Reap | Cordon | CompleteLaunch | None = None
     capacity: PoolCapacity = NO_CAPACITY  # its contribution to its pool
     on_host: bool = False  # counts against its host's max_agents
     idle: bool = False  # may be reaped for idleness (see idle_reaps)
@@ -97,11 +101,29 @@ def assess(view: AgentView, now: float) -> Assessment:
         return Assessment(am, action)
     if node is None:
         return _without_node(am, pool, now)
+    if container.state is ResourceState.CREATED and pool is not None and not view.draining:
+        interrupted = _interrupted(am, pool, container, now)
+        if interrupted is not None:
+            return interrupted
     # A temporarily offline node may or may not be connected (Jenkins does not say): its
     # executors decide, and an idle one is reaped through the idle rules, never forced.
     if not (not node.offline or node.temporarily_offline or node.busy):
         return _disconnected(view, node, now)
     return _connected(view, node, now)
+
+
+def _interrupted(
+    am: AgentMemory, pool: PoolConfig, container: AgentResource, now: float
+) -> Assessment | None:
+    """A created, never started container with its node: completed while its launch_timeout runs."""
+    if am.online_at is not None or now - am.launched_at >= pool.launch_timeout:
+        return None  # the usual rules (launch_timeout) decide
+    capacity = PoolCapacity(1, 0, pool.executors)
+    if now - container.created < INTERRUPTED_GRACE:
+        return Assessment(am, capacity=capacity, on_host=True)
+    detail = f"container created {now - container.created:.0f}s ago and never started"
+    action = CompleteLaunch(am.name, am.pool, am.host, container.id, Reason.INTERRUPTED_LAUNCH, detail)
+    return Assessment(am, action, capacity, on_host=True)
 
 
 def _without_node(am: AgentMemory, pool: PoolConfig | None, now: float) -> Assessment:

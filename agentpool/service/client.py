@@ -26,12 +26,13 @@ class DaemonError(AgentpoolError):
 class DaemonClient:
     """HTTP client of :class:`agentpool.service.http.ServiceHTTP` at ``listen`` (``host:port``)."""
 
-    def __init__(self, listen: str, timeout: float = 10.0) -> None:
+    def __init__(self, listen: str, timeout: float = 10.0, admin_token: str | None = None) -> None:
         host, port = parse_listen(listen)
         if host in ("0.0.0.0", "::"):  # listening on every address: reach it on loopback
             host = "127.0.0.1" if host == "0.0.0.0" else "::1"
         self.base = f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
         self.timeout = timeout
+        self.admin_token = admin_token  # for drain and resume (metrics.admin_token_file)
 
     def status(self) -> dict[str, Any]:
         return self._json("GET", "/status")
@@ -48,8 +49,13 @@ class DaemonClient:
 
     def _request(self, method: str, path: str, pool: str | None = None) -> requests.Response:
         params = {"pool": pool} if pool is not None else None
+        headers = (
+            {"Authorization": f"Bearer {self.admin_token}"} if self.admin_token and method == "POST" else {}
+        )
         try:
-            return requests.request(method, self.base + path, params=params, timeout=self.timeout)
+            return requests.request(
+                method, self.base + path, params=params, headers=headers, timeout=self.timeout
+            )
         except requests.ConnectionError as exc:
             raise DaemonUnavailable(f"no agentpool daemon answers at {self.base}") from exc
         except requests.RequestException as exc:

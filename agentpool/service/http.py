@@ -1,30 +1,45 @@
-"""The daemon's HTTP side: ``/metrics``, ``/healthz``, ``/status``, ``POST /drain`` and ``/resume``.
+"""The daemon's HTTP side: the status page at ``/``, ``/metrics``, ``/healthz``, ``/status``, ``POST /drain`` and ``/resume``.
 
 Prometheus scrapes ``/metrics``; a load balancer or systemd-independent monitor polls
 ``/healthz``; ``agentpool status`` reads ``/status`` and ``agentpool drain``/``resume`` post to
-a running daemon instead of acting behind its back. The server is the standard library's
-``ThreadingHTTPServer`` in a daemon thread: prometheus_client's own ``start_http_server``
-serves only metrics, and five small routes do not justify a web framework. It binds to
-127.0.0.1 unless ``metrics.listen`` names another address: drain and resume change what the
-daemon does and have no authentication, so they are refused for browser requests (an
-``Origin`` header), which would otherwise let any web page a local user opens post to them.
+a running daemon instead of acting behind its back. Six small routes do not justify a web
+framework, and prometheus_client's own server serves only metrics.
+
+Whoever can reach the port may be hostile (another local user, a web page the operator opens,
+a port scanner), and the daemon's passes must go on whatever they send. So the server is one
+asyncio loop in a daemon thread, where an idle connection costs a few hundred bytes and no
+thread: at most :data:`MAX_CONNECTIONS` are open (a new one evicts the oldest that has not
+finished its request head, so a real client always gets in), the head must arrive within
+:data:`HEAD_TIMEOUT` and fit in :data:`MAX_HEAD`, the route and the method are checked
+before anything else, and a body is never read (no route takes one: a declared body over
+:data:`MAX_BODY` is refused at once). ``Host`` must name the listen address (or one of
+``metrics.allowed_hosts``) so that DNS rebinding cannot read ``/status``. ``/drain`` and
+``/resume`` change what the daemon does: they require ``Authorization: Bearer`` with the
+token of ``metrics.admin_token_file`` (refused when none is configured) and refuse anything a
+browser sends (``Origin``, ``Referer``, ``Sec-Fetch-Site``). Every answer goes through the
+log redaction, and every failure is logged through the project's logger, never on raw stderr.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import hmac
 import ipaddress
 import json
 import logging
 import socket
 import threading
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
 from http import HTTPStatus
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
+from typing import Any, SupportsIndex
 from urllib.parse import parse_qs, urlsplit
 
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
+from agentpool.logs import redact
 from agentpool.service import page
 from agentpool.service.metrics import Metrics
 
@@ -33,6 +48,16 @@ log = logging.getLogger(__name__)
 HealthFn = Callable[[], tuple[bool, str]]
 StatusFn = Callable[[], dict[str, Any]]
 PoolActionFn = Callable[[str | None], dict[str, Any]]
+
+MAX_CONNECTIONS = 128  # twice this stays far below systemd's default soft limit of 1,024 descriptors
+ACCEPT_BATCH = 16  # connections accepted (and admitted) per wake-up of the listener
+GRACE = 0.5  # a new connection's time to send its head before it may be evicted
+MAX_HEAD = 8 * 1024  # request line and headers
+MAX_BODY = 1024  # no route reads a body; a small one (an empty JSON object) is ignored
+HEAD_TIMEOUT = 5.0  # to receive the request line and headers
+CALLBACK_TIMEOUT = 10.0  # for the daemon's answer (status, drain, …)
+WRITE_TIMEOUT = 10.0  # for the client to take the answer
+TEXT = "text/plain; charset=utf-8"
 
 
 def health_verdict(
@@ -68,100 +93,79 @@ def parse_listen(listen: str) -> tuple[str, int]:
     return host, port
 
 
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
-    service: ServiceHTTP
+@dataclass(frozen=True)
+class Request:
+    method: str
+    path: str
+    query: Mapping[str, list[str]]
+    headers: Mapping[str, str]  # names lower-case
 
 
-class _Server6(_Server):
-    address_family = socket.AF_INET6
+@dataclass
+class Response:
+    status: HTTPStatus
+    body: bytes = b""
+    content_type: str = TEXT
+    headers: dict[str, str] = field(default_factory=dict)
 
+    @classmethod
+    def text(cls, status: HTTPStatus, text: str, **headers: str) -> Response:
+        return cls(status, (text + "\n").encode(), TEXT, headers)
 
-class _Handler(BaseHTTPRequestHandler):
-    server: _Server
-    protocol_version = "HTTP/1.1"
-    server_version = "agentpool"
-
-    def log_message(self, format: str, *args: Any) -> None:
-        log.debug("http %s " + format, self.client_address[0], *args)
-
-    def do_GET(self) -> None:
-        self._guarded(self._get)
-
-    def do_POST(self) -> None:
-        self._guarded(self._post)
-
-    def _guarded(self, handler: Callable[[], None]) -> None:
-        try:
-            handler()
-        except Exception as exc:
-            # A callback failed before anything was written: answer 500 naming the error.
-            log.exception("http handler for %s %s failed", self.command, self.path)
-            self._json(HTTPStatus.INTERNAL_SERVER_ERROR, {"error": f"{type(exc).__name__}: {exc}"})
-
-    def _get(self) -> None:
-        path = urlsplit(self.path).path
-        service = self.server.service
-        if path == "/metrics":
-            self._send(HTTPStatus.OK, service.metrics.exposition(), CONTENT_TYPE_LATEST)
-        elif path == "/healthz":
-            ok, reason = service.health()
-            status = HTTPStatus.OK if ok else HTTPStatus.SERVICE_UNAVAILABLE
-            self._send(status, (reason + "\n").encode(), "text/plain; charset=utf-8")
-        elif path == "/status":
-            self._json(HTTPStatus.OK, service.status())
-        elif path == "/":
-            self._send(*page.response(service.status()))
-        elif path in ("/drain", "/resume"):
-            self._send(
-                HTTPStatus.METHOD_NOT_ALLOWED, b"use POST\n", "text/plain; charset=utf-8", {"Allow": "POST"}
-            )
-        else:
-            self._send(HTTPStatus.NOT_FOUND, b"not found\n", "text/plain; charset=utf-8")
-
-    def _post(self) -> None:
-        url = urlsplit(self.path)
-        service = self.server.service
-        length = int(self.headers.get("Content-Length") or 0)
-        if length:
-            self.rfile.read(length)
-        actions = {"/drain": service.drain, "/resume": service.resume}
-        if url.path not in actions:
-            self._send(HTTPStatus.NOT_FOUND, b"not found\n", "text/plain; charset=utf-8")
-            return
-        if self.headers.get("Origin"):
-            self._json(HTTPStatus.FORBIDDEN, {"error": "cross-origin requests are refused"})
-            return
-        pools = parse_qs(url.query).get("pool", [])
-        if len(pools) > 1:
-            self._json(HTTPStatus.BAD_REQUEST, {"error": "give at most one pool"})
-            return
-        try:
-            result = actions[url.path](pools[0] if pools else None)
-        except LookupError as exc:
-            self._json(HTTPStatus.NOT_FOUND, {"error": str(exc.args[0] if exc.args else exc)})
-            return
-        except ValueError as exc:
-            self._json(HTTPStatus.BAD_REQUEST, {"error": str(exc)})
-            return
-        self._json(HTTPStatus.OK, result)
-
-    def _json(self, status: HTTPStatus, body: Any) -> None:
+    @classmethod
+    def json(cls, status: HTTPStatus, body: Any) -> Response:
         data = json.dumps(body, default=str, indent=1, sort_keys=True).encode() + b"\n"
-        self._send(status, data, "application/json")
+        return cls(status, data, "application/json")
 
-    def _send(
-        self, status: HTTPStatus, body: bytes, content_type: str, headers: dict[str, str] | None = None
-    ) -> None:
-        self.send_response(status)
-        self.send_header("Content-Type", content_type)
-        self.send_header("Content-Length", str(len(body)))
-        self.send_header("Cache-Control", "no-store")
-        for name, value in (headers or {}).items():
-            self.send_header(name, value)
-        self.end_headers()
-        if self.command != "HEAD":
-            self.wfile.write(body)
+
+@dataclass(frozen=True)
+class Route:
+    methods: tuple[str, ...]
+    handler: Callable[[Request], Response]
+    admin: bool = False  # needs the admin bearer token and no browser headers
+
+
+class _HTTPError(Exception):
+    def __init__(self, response: Response) -> None:
+        super().__init__(response.status)
+        self.response = response
+
+
+class _Reader(asyncio.StreamReader):
+    """A StreamReader that knows when a whole request head has arrived, parsed or not yet."""
+
+    head_arrived = False
+    _tail = b""
+
+    def feed_data(self, data: Iterable[SupportsIndex]) -> None:
+        super().feed_data(data)
+        if not self.head_arrived:
+            seen = self._tail + bytes(data)[:MAX_HEAD]
+            self.head_arrived = b"\r\n\r\n" in seen
+            self._tail = seen[-3:]
+
+
+class _Connection:
+    """One accepted client socket; evictable while its request head has not arrived."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+        self.reader = _Reader(limit=MAX_HEAD)
+        self.transport: asyncio.Transport | None = None
+        self.reading = True
+        self.closed = False
+        self.since = time.monotonic()
+
+    @property
+    def evictable(self) -> bool:
+        return self.reading and not self.reader.head_arrived
+
+    def abort(self) -> None:
+        self.closed = True
+        if self.transport is not None:
+            self.transport.abort()
+        else:
+            self.sock.close()
 
 
 class ServiceHTTP:
@@ -175,6 +179,8 @@ class ServiceHTTP:
         status: StatusFn,
         drain: PoolActionFn,
         resume: PoolActionFn,
+        allowed_hosts: Sequence[str] = (),
+        admin_token: str | None = None,
     ) -> None:
         self.host, self._requested_port = parse_listen(listen)
         self.listen = listen
@@ -183,45 +189,355 @@ class ServiceHTTP:
         self.status = status
         self.drain = drain
         self.resume = resume
-        self._server: _Server | None = None
+        self.allowed_hosts = frozenset(h.lower() for h in allowed_hosts)
+        self.admin_token = admin_token
+        # One line per route.
+        self.routes: dict[str, Route] = {
+            "/metrics": Route(("GET",), self._metrics),
+            "/healthz": Route(("GET",), self._healthz),
+            "/status": Route(("GET",), self._status),
+            "/": Route(("GET",), self._page),
+            "/drain": Route(("POST",), lambda r: self._pool_action(r, self.drain), admin=True),
+            "/resume": Route(("POST",), lambda r: self._pool_action(r, self.resume), admin=True),
+        }
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._listener: socket.socket | None = None
         self._thread: threading.Thread | None = None
+        self._port = 0
+        self._connections: dict[_Connection, None] = {}  # ordered: oldest first
 
     @property
     def port(self) -> int:
-        if self._server is None:
+        if self._listener is None:
             raise RuntimeError("ServiceHTTP is not started")
-        return int(self._server.server_address[1])
+        return self._port
 
     @property
     def url(self) -> str:
         host = f"[{self.host}]" if ":" in self.host else self.host
         return f"http://{host}:{self.port}"
 
+    # -- lifecycle -------------------------------------------------------------------------
+
     def start(self) -> None:
-        cls = _Server6 if _is_ipv6(self.host) else _Server
+        family = socket.AF_INET6 if _is_ipv6(self.host) else socket.AF_INET
+        listener = socket.socket(family, socket.SOCK_STREAM)
         try:
-            server = cls((self.host, self._requested_port), _Handler)
+            listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            listener.bind((self.host, self._requested_port))
+            listener.listen(1024)
         except OSError as exc:
+            listener.close()
             raise OSError(
                 exc.errno, f"cannot listen on {self.listen} (metrics.listen): {exc.strerror}"
             ) from exc
-        server.service = self
-        self._server = server
-        self._thread = threading.Thread(
-            target=server.serve_forever, args=(0.1,), name="agentpool-http", daemon=True
-        )
+        listener.setblocking(False)
+        self._port = int(listener.getsockname()[1])
+        loop = asyncio.new_event_loop()
+        loop.set_exception_handler(_log_loop_error)
+        loop.add_reader(listener, self._accept)
+        self._loop, self._listener = loop, listener
+        self._thread = threading.Thread(target=loop.run_forever, name="agentpool-http", daemon=True)
         self._thread.start()
         log.info("http listening", extra={"url": self.url})
 
     def stop(self) -> None:
-        if self._server is None:
+        loop, listener = self._loop, self._listener
+        if loop is None or listener is None:
             return
-        self._server.shutdown()
-        self._server.server_close()
+
+        async def close() -> None:
+            loop.remove_reader(listener)
+            listener.close()
+            for conn in list(self._connections):
+                conn.abort()
+            tasks = [t for t in asyncio.all_tasks(loop) if t is not asyncio.current_task()]
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+        with contextlib.suppress(Exception):
+            asyncio.run_coroutine_threadsafe(close(), loop).result(timeout=5)
+        loop.call_soon_threadsafe(loop.stop)
         if self._thread is not None:
             self._thread.join(timeout=5)
-        self._server = None
-        self._thread = None
+        if not loop.is_running():
+            loop.close()
+        self._loop = self._listener = self._thread = None
+
+    # -- connections -------------------------------------------------------------------------
+
+    def _accept(self) -> None:
+        """Accept what is waiting, a bounded batch at a time, each admitted before the next."""
+        assert self._loop is not None and self._listener is not None
+        for _ in range(ACCEPT_BATCH):
+            try:
+                sock, _ = self._listener.accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as exc:
+                # Out of descriptors (another part of the daemon holds them): retry a little
+                # later instead of spinning on a listener that stays readable.
+                log.warning("http: cannot accept a connection: %s", exc.strerror or exc)
+                loop, listener = self._loop, self._listener
+                loop.remove_reader(listener)
+                loop.call_later(0.1, loop.add_reader, listener, self._accept)
+                return
+            sock.setblocking(False)
+            conn = _Connection(sock)
+            if self._admit(conn):
+                self._loop.create_task(self._serve(conn))
+
+    def _admit(self, conn: _Connection) -> bool:
+        """Track ``conn``; over the cap, evict the oldest connection still sending its head.
+
+        Past :data:`MAX_CONNECTIONS`, the victim is the oldest connection whose head has not
+        arrived after :data:`GRACE` seconds; when every such one is younger (a burst of
+        connections accepted together, a real client among them), up to twice the cap are
+        kept, then the oldest is evicted whatever its age. A connection whose head has
+        arrived is never evicted: a real client gets its answer. False: ``conn`` is refused.
+        """
+        count = len(self._connections)
+        if count >= MAX_CONNECTIONS:
+            now = time.monotonic()
+            old = (c for c in self._connections if c.evictable and now - c.since >= GRACE)
+            victim = next(old, None)
+            if victim is None and count >= 2 * MAX_CONNECTIONS:
+                victim = next((c for c in self._connections if c.evictable), None)
+                if victim is None:
+                    log.warning("http: %d requests in progress: refusing a connection", count)
+                    conn.abort()
+                    return False
+            if victim is not None:
+                self._connections.pop(victim, None)
+                victim.abort()
+        self._connections[conn] = None
+        return True
+
+    async def _serve(self, conn: _Connection) -> None:
+        loop = asyncio.get_running_loop()
+        method = "-"
+        writer: asyncio.StreamWriter | None = None
+        try:
+            transport, protocol = await loop.connect_accepted_socket(
+                lambda: asyncio.StreamReaderProtocol(conn.reader), conn.sock
+            )
+            conn.transport = transport
+            if conn.closed:
+                return
+            writer = asyncio.StreamWriter(transport, protocol, conn.reader, loop)
+            try:
+                request = await asyncio.wait_for(self._read_head(conn.reader), HEAD_TIMEOUT)
+            except TimeoutError:
+                return  # a client too slow to send a request head: dropped without an answer
+            conn.reading = False
+            if request is None:
+                return
+            if isinstance(request, Response):
+                response = request
+            else:
+                method = request.method
+                response = await self._answer(request)
+            await self._write(writer, response, head_only=method == "HEAD")
+            log.debug("http %s %s %d", method, getattr(request, "path", "-"), response.status.value)
+        except (TimeoutError, OSError, asyncio.IncompleteReadError):
+            pass
+        except Exception:
+            log.exception("http: serving a connection failed")
+        finally:
+            self._connections.pop(conn, None)
+            conn.abort()
+
+    async def _read_head(self, reader: asyncio.StreamReader) -> Request | Response | None:
+        try:
+            head = await reader.readuntil(b"\r\n\r\n")
+        except asyncio.LimitOverrunError:
+            return Response.text(HTTPStatus.REQUEST_HEADER_FIELDS_TOO_LARGE, "request head too large")
+        except asyncio.IncompleteReadError:
+            return None
+        try:
+            text = head.decode("latin-1")
+            request_line, *header_lines = text[:-4].split("\r\n")
+            method, target, version = request_line.split(" ")
+        except ValueError:
+            return Response.text(HTTPStatus.BAD_REQUEST, "malformed request line")
+        if not version.startswith("HTTP/1.") or not method.isalpha() or not target.startswith("/"):
+            return Response.text(HTTPStatus.BAD_REQUEST, "malformed request line")
+        headers: dict[str, str] = {}
+        for line in header_lines:
+            name, sep, value = line.partition(":")
+            if not sep or not name or name != name.strip() or not name.isascii():
+                return Response.text(HTTPStatus.BAD_REQUEST, "malformed header")
+            key = name.lower()
+            if key in headers and key in ("host", "content-length", "authorization", "transfer-encoding"):
+                return Response.text(HTTPStatus.BAD_REQUEST, f"{name} given twice")
+            headers[key] = value.strip()
+        url = urlsplit(target)
+        return Request(method, url.path, parse_qs(url.query, keep_blank_values=True), headers)
+
+    async def _answer(self, request: Request) -> Response:
+        try:
+            route = self._route(request)
+            loop = asyncio.get_running_loop()
+            return await asyncio.wait_for(
+                loop.run_in_executor(None, route.handler, request), CALLBACK_TIMEOUT
+            )
+        except _HTTPError as exc:
+            return exc.response
+        except TimeoutError:
+            log.warning(
+                "http: %s %s: the daemon did not answer within %gs",
+                request.method,
+                request.path,
+                CALLBACK_TIMEOUT,
+            )
+            return Response.text(HTTPStatus.SERVICE_UNAVAILABLE, "the daemon is busy; try again")
+        except Exception as exc:
+            log.exception("http handler for %s %s failed", request.method, request.path)
+            return Response.json(HTTPStatus.INTERNAL_SERVER_ERROR, {"error": f"{type(exc).__name__}: {exc}"})
+
+    def _route(self, request: Request) -> Route:
+        """The route of ``request`` after every check that needs no body; raises ``_HTTPError``."""
+        if not self._host_allowed(request.headers.get("host")):
+            raise _HTTPError(
+                Response.text(HTTPStatus.MISDIRECTED_REQUEST, "unknown Host (metrics.allowed_hosts)")
+            )
+        route = self.routes.get(request.path)
+        if route is None:
+            raise _HTTPError(Response.text(HTTPStatus.NOT_FOUND, "not found"))
+        allowed = route.methods + (("HEAD",) if "GET" in route.methods else ())
+        if request.method not in allowed:
+            raise _HTTPError(
+                Response.text(
+                    HTTPStatus.METHOD_NOT_ALLOWED, f"use {' or '.join(allowed)}", Allow=", ".join(allowed)
+                )
+            )
+        if "transfer-encoding" in request.headers:
+            raise _HTTPError(Response.text(HTTPStatus.BAD_REQUEST, "request bodies are not accepted"))
+        length = request.headers.get("content-length", "0")
+        if not length.isdigit() or len(length) > 12:
+            raise _HTTPError(Response.text(HTTPStatus.BAD_REQUEST, "bad Content-Length"))
+        if int(length) > MAX_BODY:
+            raise _HTTPError(
+                Response.text(HTTPStatus.REQUEST_ENTITY_TOO_LARGE, "request bodies are not accepted")
+            )
+        if route.admin:
+            self._check_admin(request)
+        return route
+
+    def _host_allowed(self, host: str | None) -> bool:
+        if host is None:
+            return True  # HTTP/1.0 tools; a browser always sends Host
+        host = host.lower()
+        if host in self.allowed_hosts:
+            return True
+        name = host
+        if name.startswith("["):
+            name = name[1 : name.find("]")] if "]" in name else name
+        elif name.count(":") == 1:
+            name = name.partition(":")[0]
+        if name in self.allowed_hosts:
+            return True
+        listen = self.host.lower()
+        if name == listen:
+            return True
+        wildcard = listen in ("0.0.0.0", "::")
+        try:
+            address = ipaddress.ip_address(name)
+        except ValueError:
+            # A name: only localhost for a loopback listener; DNS rebinding comes with a name.
+            return name == "localhost" and (wildcard or _is_loopback(listen))
+        if wildcard:
+            return True  # every address of this machine: an address literal cannot be rebound
+        with contextlib.suppress(ValueError):
+            if address == ipaddress.ip_address(listen):
+                return True
+        return address.is_loopback and _is_loopback(listen)
+
+    def _check_admin(self, request: Request) -> None:
+        headers = request.headers
+        site = headers.get("sec-fetch-site")
+        if "origin" in headers or "referer" in headers or (site is not None and site != "none"):
+            raise _HTTPError(Response.json(HTTPStatus.FORBIDDEN, {"error": "browser requests are refused"}))
+        if self.admin_token is None:
+            raise _HTTPError(
+                Response.json(
+                    HTTPStatus.FORBIDDEN,
+                    {
+                        "error": "drain and resume over HTTP need metrics.admin_token_file in the daemon's config"
+                    },
+                )
+            )
+        scheme, _, token = headers.get("authorization", "").partition(" ")
+        if scheme.lower() != "bearer" or not hmac.compare_digest(
+            token.strip().encode(), self.admin_token.encode()
+        ):
+            raise _HTTPError(
+                Response.json(HTTPStatus.UNAUTHORIZED, {"error": "a valid admin bearer token is required"})
+            )
+
+    async def _write(self, writer: asyncio.StreamWriter, response: Response, head_only: bool) -> None:
+        body = redact(response.body.decode("utf-8", "replace")).encode()
+        lines = [
+            f"HTTP/1.1 {response.status.value} {response.status.phrase}",
+            f"Content-Type: {response.content_type}",
+            f"Content-Length: {len(body)}",
+            "Cache-Control: no-store",
+            "Connection: close",
+            "Server: agentpool",
+            *(f"{name}: {value}" for name, value in response.headers.items()),
+        ]
+        writer.write(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1"))
+        if not head_only:
+            writer.write(body)
+        await asyncio.wait_for(writer.drain(), WRITE_TIMEOUT)
+
+    # -- the routes --------------------------------------------------------------------------
+
+    def _metrics(self, request: Request) -> Response:
+        return Response(HTTPStatus.OK, self.metrics.exposition(), CONTENT_TYPE_LATEST)
+
+    def _healthz(self, request: Request) -> Response:
+        ok, reason = self.health()
+        return Response.text(HTTPStatus.OK if ok else HTTPStatus.SERVICE_UNAVAILABLE, reason)
+
+    def _status(self, request: Request) -> Response:
+        return Response.json(HTTPStatus.OK, self.status())
+
+    def _page(self, request: Request) -> Response:
+        status, body, content_type, headers = page.response(self.status())
+        return Response(status, body, content_type, dict(headers))
+
+    def _pool_action(self, request: Request, action: PoolActionFn) -> Response:
+        pools = request.query.get("pool", [])
+        if len(pools) > 1:
+            return Response.json(HTTPStatus.BAD_REQUEST, {"error": "give at most one pool"})
+        if pools and not pools[0]:
+            return Response.json(
+                HTTPStatus.BAD_REQUEST, {"error": "pool= is empty: name a pool or leave pool out"}
+            )
+        try:
+            return Response.json(HTTPStatus.OK, action(pools[0] if pools else None))
+        except LookupError as exc:
+            return Response.json(HTTPStatus.NOT_FOUND, {"error": str(exc.args[0] if exc.args else exc)})
+        except ValueError as exc:
+            return Response.json(HTTPStatus.BAD_REQUEST, {"error": str(exc)})
+
+
+def _log_loop_error(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+    """asyncio's own errors (e.g. accept() out of descriptors) as one line of the project's log."""
+    exc = context.get("exception")
+    detail = f": {type(exc).__name__}: {exc}" if exc is not None else ""
+    log.warning("http: %s%s", context.get("message", "event loop error"), detail)
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def _is_ipv6(host: str) -> bool:

@@ -14,9 +14,11 @@ from collections import Counter
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, assert_never
 
+from pydantic import SecretStr
+
 from agentpool import planner
 from agentpool.errors import ErrorKind, System
-from agentpool.model import Cordon, Memory, Provision, Reap, RemoveOrphan
+from agentpool.model import CompleteLaunch, Cordon, Memory, Provision, Reap, RemoveOrphan
 from agentpool.report import EngineControl, Hooks, Outcome, PassReport
 from agentpool.service.http import ServiceHTTP, health_verdict
 from agentpool.service.metrics import Metrics
@@ -56,6 +58,8 @@ class ServiceLayer(Hooks):
                 status=self.status,
                 drain=lambda pool: {"pools": engine.set_draining(pool, True)},
                 resume=lambda pool: {"pools": engine.set_draining(pool, False)},
+                allowed_hosts=self.config.metrics.allowed_hosts,
+                admin_token=_secret(self.config.metrics.admin_token),
             )
             self.http.start()
 
@@ -133,7 +137,7 @@ class ServiceLayer(Hooks):
                     self.metrics.reaped(action.pool, action.reason.value)
                     if action.count_launch_failure:
                         self.metrics.launch_failed(action.pool)
-            case Cordon() | RemoveOrphan():
+            case Cordon() | CompleteLaunch() | RemoveOrphan():
                 pass
             case _:
                 assert_never(action)
@@ -154,3 +158,7 @@ def summary(states: Counter[tuple[str, str]], waiting: int, report: PassReport) 
     if not report.ok:
         text += f"; degraded: {report.error[:120]}"
     return text
+
+
+def _secret(value: SecretStr | None) -> str | None:
+    return None if value is None else value.get_secret_value()

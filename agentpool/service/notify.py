@@ -4,6 +4,8 @@ With ``Type=notify`` systemd considers the service started only at ``READY=1`` (
 the first successful pass), restarts it when ``WATCHDOG=1`` stops arriving within
 ``WatchdogSec``, shows ``STATUS=`` in ``systemctl status`` and knows a stop is under way at
 ``STOPPING=1``. Outside systemd (``NOTIFY_SOCKET`` unset) every call does nothing.
+``systemctl status`` shows ``STATUS=`` to every local user: messages go through the log's
+redaction first.
 
 Why not the ``sdnotify`` package: it handles ``@`` abstract socket names, but it encodes
 messages as Latin-1 (a ``STATUS=`` with any other character is dropped), it silences every
@@ -18,6 +20,8 @@ import logging
 import os
 import socket
 from collections.abc import Mapping
+
+from agentpool.logs import redact
 
 log = logging.getLogger(__name__)
 
@@ -63,6 +67,7 @@ class Notifier:
         """Send one message; False when it could not be delivered (logged once, never raised)."""
         if not self._address:
             return False
+        message = redact(message)
         try:
             with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC) as sock:
                 # A reader that stops reading fills the socket's queue (10 datagrams by default);

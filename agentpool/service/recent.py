@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from agentpool.logs import redact
-from agentpool.model import AgentMemory, Cordon, Memory, Node, Provision, Reap, RemoveOrphan
+from agentpool.model import AgentMemory, CompleteLaunch, Cordon, Memory, Node, Provision, Reap, RemoveOrphan
 
 DECISIONS_KEPT = 50
 WINDOW = 3600.0
@@ -107,6 +107,14 @@ class Recent:
                 self.decision(now, "cordoned", **where, detail=action.detail)
             else:
                 self.decision(now, "cordon failed", **where, error=error)
+        elif isinstance(action, CompleteLaunch):
+            where = {"agent": action.agent, "pool": action.pool, "host": action.host}
+            if ok:
+                self.decision(
+                    now, "launch completed", **where, reason=action.reason.value, detail=action.detail
+                )
+            else:
+                self.decision(now, "launch completion failed", **where, error=error)
         elif isinstance(action, RemoveOrphan):
             where = {
                 "resource": f"{action.kind} {action.name}",

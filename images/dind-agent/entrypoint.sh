@@ -57,12 +57,29 @@ START_TIMEOUT="${DIND_START_TIMEOUT:-60}"
 CONTAINER_STOP_TIMEOUT="${DIND_CONTAINER_STOP_TIMEOUT:-3}"
 DOCKERD_STOP_TIMEOUT="${DIND_DOCKERD_STOP_TIMEOUT:-3}"
 CHILD_STOP_TIMEOUT="${DIND_CHILD_STOP_TIMEOUT:-2}"
+# Whole numbers only: they reach $(( )), where bash would evaluate anything else as code.
+for _n in START_TIMEOUT CONTAINER_STOP_TIMEOUT DOCKERD_STOP_TIMEOUT CHILD_STOP_TIMEOUT; do
+    case "${!_n}" in
+        '' | *[!0-9]* | ?????*) die "DIND_$_n must be a whole number of seconds below 10000, got '${!_n}'" ;;
+    esac
+done
+unset _n
 TLS_CERTDIR="${DOCKER_TLS_CERTDIR:-/certs}"
 AGENT_JAR="${AGENT_JAR:-/usr/local/lib/agentpool/agent.jar}"
 
 DOCKERD_PID=""
 CHILD_PID=""
 TAIL_PID=""
+
+# Split $2 into the array named $1 at blanks, without globbing (`*` stays `*`) and without
+# any other expansion: the word lists REMOTING_OPTS, JAVA_OPTS, DOCKERD_OPTS, DOCKER_TLS_SAN.
+split_words() {
+    local -n into=$1
+    into=()
+    [ -n "${2:-}" ] || return 0
+    # -d '': the whole value, newlines included (they separate words like blanks do).
+    read -r -d '' -a into <<<"$2" || true
+}
 
 # True when the last mount on $1 (exactly) is read-only. (`test -w` cannot tell for /proc/sys:
 # procfs refuses write access to its directories whatever the mount says.)
@@ -90,9 +107,9 @@ setup_cgroups() {
         if awk '!/^#/ && $2 != 0 && $4 == 1 { v1 = 1 } END { exit !v1 }' /proc/cgroups; then
             mount -t tmpfs -o uid=0,gid=0,mode=0755 cgroup /sys/fs/cgroup \
                 || die "cannot mount a tmpfs on /sys/fs/cgroup"
-            local subsys
-            # shellcheck disable=SC2013 # one controller name per line, no spaces
-            for subsys in $(awk '!/^#/ && $4 == 1 { print $1 }' /proc/cgroups); do
+            local subsys subsystems
+            split_words subsystems "$(awk '!/^#/ && $4 == 1 { print $1 }' /proc/cgroups)"
+            for subsys in "${subsystems[@]}"; do
                 mkdir -p "/sys/fs/cgroup/$subsys"
                 mountpoint -q "/sys/fs/cgroup/$subsys" \
                     || mount -n -t cgroup -o "$subsys" cgroup "/sys/fs/cgroup/$subsys" \
@@ -212,6 +229,26 @@ ec_key() {
     openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out "$1" 2>/dev/null
 }
 
+# One subjectAltName entry for $1 (a name, an address, DNS:name or IP:address), or fail: a
+# comma, a newline or an openssl directive in DOCKER_TLS_SAN must not reach the certificate.
+san_entry() {
+    local value=$1 kind
+    case "$value" in
+        DNS:*) kind=DNS value=${value#DNS:} ;;
+        IP:*) kind=IP value=${value#IP:} ;;
+        *:*) kind=IP ;;
+        *[!0-9.]*) kind=DNS ;;
+        *) kind=IP ;;
+    esac
+    if [ "$kind" = IP ]; then
+        [[ "$value" =~ ^[0-9.]+$ || "$value" =~ ^[0-9A-Fa-f:.]+$ ]] || return 1
+    else
+        [[ "$value" =~ ^[A-Za-z0-9*]([A-Za-z0-9.-]*[A-Za-z0-9])?$ ]] || return 1
+    fi
+    [ "${#value}" -le 253 ] || return 1
+    printf '%s:%s' "$kind" "$value"
+}
+
 generate_certs() {
     local dir="$TLS_CERTDIR"
     command -v openssl >/dev/null || die "openssl is needed to generate TLS certificates"
@@ -229,14 +266,12 @@ generate_certs() {
     name="$(cat /proc/sys/kernel/hostname)"
     local san="DNS:localhost,DNS:$name,IP:127.0.0.1"
     # The engine writes the container's own addresses next to its host name in /etc/hosts.
-    for ip in $(awk -v h="$name" '{ for (i = 2; i <= NF; i++) if ($i == h) print $1 }' /etc/hosts) \
-        ${DOCKER_TLS_SAN:-}; do
-        case "$ip" in
-            DNS:* | IP:*) san="$san,$ip" ;;
-            *:*) san="$san,IP:$ip" ;;
-            *[!0-9.]*) san="$san,DNS:$ip" ;;
-            *) san="$san,IP:$ip" ;;
-        esac
+    local own extra entries=()
+    split_words own "$(awk -v h="$name" '{ for (i = 2; i <= NF; i++) if ($i == h) print $1 }' /etc/hosts)"
+    split_words extra "${DOCKER_TLS_SAN:-}"
+    entries=("${own[@]}" "${extra[@]}")
+    for ip in "${entries[@]}"; do
+        san="$san,$(san_entry "$ip")" || die "DOCKER_TLS_SAN: '$ip' is not a host name, an IP address, DNS:name or IP:address"
     done
     log "issuing the server certificate for $san"
     ec_key "$dir/server/key.pem" || die "openssl: server key"
@@ -343,11 +378,10 @@ stop_dockerd() {
     [ -n "$DOCKERD_PID" ] || return 0
     if kill -0 "$DOCKERD_PID" 2>/dev/null; then
         local ids
-        ids="$(timeout 2 docker ps -q 2>/dev/null | tr '\n' ' ')"
-        if [ -n "${ids// /}" ]; then
-            log "stopping inner containers: $ids"
-            # shellcheck disable=SC2086 # one id per word
-            timeout $((CONTAINER_STOP_TIMEOUT + 2)) docker stop --time "$CONTAINER_STOP_TIMEOUT" $ids >/dev/null 2>&1
+        split_words ids "$(timeout 2 docker ps -q 2>/dev/null)"
+        if [ "${#ids[@]}" -gt 0 ]; then
+            log "stopping inner containers: ${ids[*]}"
+            timeout $((CONTAINER_STOP_TIMEOUT + 2)) docker stop --time "$CONTAINER_STOP_TIMEOUT" "${ids[@]}" >/dev/null 2>&1
         fi
         log "stopping dockerd"
         kill -TERM "$DOCKERD_PID" 2>/dev/null
@@ -431,17 +465,24 @@ start_agent() {
     [ -n "${JENKINS_TUNNEL:-}" ] && args+=(-tunnel "$JENKINS_TUNNEL")
     [ -n "${JENKINS_DIRECT_CONNECTION:-}" ] && args+=(-direct "$JENKINS_DIRECT_CONNECTION")
     [ -n "${JENKINS_INSTANCE_IDENTITY:-}" ] && args+=(-instanceIdentity "$JENKINS_INSTANCE_IDENTITY")
-    local extra=()
-    # shellcheck disable=SC2206 # REMOTING_OPTS is a word list by convention
-    [ -n "${REMOTING_OPTS:-}" ] && extra=(${REMOTING_OPTS})
-    local java_opts=()
-    # shellcheck disable=SC2206
-    [ -n "${JAVA_OPTS:-}" ] && java_opts=(${JAVA_OPTS})
-    local shown=(java "${java_opts[@]}" -jar "$AGENT_JAR" -secret '********' "${args[@]}" "${extra[@]}")
+    local extra java_opts
+    split_words extra "${REMOTING_OPTS:-}"
+    split_words java_opts "${JAVA_OPTS:-}"
+    local secret shown_secret='********'
+    if [ -n "${JENKINS_SECRET_FILE:-}" ]; then
+        # agentpool copies the secret into the container as a file: `docker inspect` does not
+        # show it, and the agent's command line shows only the path (`-secret @FILE`).
+        [ -r "$JENKINS_SECRET_FILE" ] && [ -s "$JENKINS_SECRET_FILE" ] \
+            || die "JENKINS_SECRET_FILE: cannot read $JENKINS_SECRET_FILE"
+        secret="@$JENKINS_SECRET_FILE"
+        shown_secret="$secret"
+    else
+        secret="$JENKINS_SECRET"
+    fi
+    local shown=(java "${java_opts[@]}" -jar "$AGENT_JAR" -secret "$shown_secret" "${args[@]}" "${extra[@]}")
     log "starting the Jenkins agent: ${shown[*]}"
-    local secret="$JENKINS_SECRET"
     # The builds this agent runs inherit its environment: keep the secret out of it.
-    unset JENKINS_SECRET
+    unset JENKINS_SECRET JENKINS_SECRET_FILE
     java "${java_opts[@]}" -jar "$AGENT_JAR" -secret "$secret" "${args[@]}" "${extra[@]}" </dev/null &
     CHILD_PID=$!
     CHILD_WHAT="Jenkins agent"
@@ -457,12 +498,11 @@ main() {
     local mode=engine
     if [ -n "${PORT:-}" ]; then
         mode=port
-    elif [ -n "${JENKINS_SECRET:-}${JENKINS_AGENT_NAME:-}" ] || [ -n "${JENKINS_URL:-}" ]; then
+    elif [ -n "${JENKINS_SECRET:-}${JENKINS_SECRET_FILE:-}${JENKINS_AGENT_NAME:-}" ] || [ -n "${JENKINS_URL:-}" ]; then
         mode=jenkins
-        local v missing=""
-        for v in JENKINS_SECRET JENKINS_AGENT_NAME; do
-            [ -n "${!v:-}" ] || missing="$missing $v"
-        done
+        local missing=""
+        [ -n "${JENKINS_SECRET:-}${JENKINS_SECRET_FILE:-}" ] || missing="$missing JENKINS_SECRET"
+        [ -n "${JENKINS_AGENT_NAME:-}" ] || missing="$missing JENKINS_AGENT_NAME"
         [ -n "${JENKINS_URL:-}${JENKINS_DIRECT_CONNECTION:-}" ] || missing="$missing JENKINS_URL"
         [ -z "$missing" ] || die "Jenkins mode needs$missing (set JENKINS_URL, JENKINS_SECRET and JENKINS_AGENT_NAME)"
         [ $# -eq 0 ] || die "Jenkins mode takes no command arguments (got: $*)"
@@ -471,7 +511,7 @@ main() {
     elif [ -t 0 ] && [ -t 1 ]; then
         mode=shell
     fi
-    [ "$mode" = port ] && [ -n "${JENKINS_SECRET:-}" ] && warn "PORT is set: Jenkins variables are ignored (no agent in PORT mode)"
+    [ "$mode" = port ] && [ -n "${JENKINS_SECRET:-}${JENKINS_SECRET_FILE:-}" ] && warn "PORT is set: Jenkins variables are ignored (no agent in PORT mode)"
 
     setup_cgroups
     setup_mounts
@@ -480,8 +520,9 @@ main() {
     DOCKERD_ARGS=(--host=unix:///var/run/docker.sock "--shutdown-timeout=$DOCKERD_STOP_TIMEOUT")
     [ -n "$STORAGE_DRIVER" ] && DOCKERD_ARGS+=("--storage-driver=$STORAGE_DRIVER")
     [ "$mode" = port ] && tcp_args
-    # shellcheck disable=SC2206 # extra dockerd flags, a word list
-    [ -n "${DOCKERD_OPTS:-}" ] && DOCKERD_ARGS+=(${DOCKERD_OPTS})
+    local dockerd_opts
+    split_words dockerd_opts "${DOCKERD_OPTS:-}"
+    DOCKERD_ARGS+=("${dockerd_opts[@]}")
 
     start_dockerd
     wait_for_dockerd

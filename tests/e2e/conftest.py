@@ -30,7 +30,7 @@ from agentpool_testing.artifacts import ArtifactServer
 from agentpool_testing.jenkins import Controller
 from agentpool_testing.network import bridge_gateway
 
-IMAGE = "agentpool/dind-agent:latest"
+IMAGE = os.environ.get("AGENTPOOL_IMAGE", "agentpool/dind-agent:latest")
 BUSYBOX = "agentpool/busybox:latest"
 REPO = Path(__file__).resolve().parents[2]
 

@@ -49,6 +49,13 @@ def test_daemon_notifies_serves_metrics_reloads_and_drains_without_killing_a_bui
     port = free_port()
     make_config(metrics_listen=f"127.0.0.1:{port}", idle_timeout="10m")
     config_path = tmp_path / "agentpool.yaml"
+    # `agentpool drain` below posts to the daemon, which requires the admin token.
+    (tmp_path / "admin.token").write_text("e2e-admin-token\n")
+    config_path.write_text(
+        config_path.read_text().replace(
+            f"  listen: 127.0.0.1:{port}\n", f"  listen: 127.0.0.1:{port}\n  admin_token_file: admin.token\n"
+        )
+    )
     good_config = config_path.read_text()
     base = f"http://127.0.0.1:{port}"
 

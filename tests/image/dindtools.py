@@ -6,6 +6,7 @@ container and volume gets a random name and is removed after the tests.
 
 from __future__ import annotations
 
+import os
 import secrets
 import subprocess
 import time
@@ -14,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
-IMAGE = "agentpool/dind-agent:latest"
+IMAGE = os.environ.get("AGENTPOOL_IMAGE", "agentpool/dind-agent:latest")
 BUSYBOX = "agentpool/busybox:latest"
 
 # The `capabilities` security profile, minus CAP_SYS_RESOURCE which this host's capability

@@ -218,3 +218,34 @@ def _make_certs(root: Path) -> None:
 
 def _host_processes() -> str:
     return subprocess.run(["ps", "-eo", "pid,args"], capture_output=True, text=True, check=True).stdout
+
+
+def test_word_lists_are_not_globbed(agents: Agents) -> None:
+    """JAVA_OPTS="/*" reaches java as the one word `/*`, not as every directory of /."""
+    proc = agents.run_to_end(
+        "glob",
+        env={
+            "JENKINS_URL": "http://127.0.0.1:9/",
+            "JENKINS_SECRET": "s3",
+            "JENKINS_AGENT_NAME": "n",
+            "AGENT_JAR": "/etc/hostname",  # present: no download; java fails at once
+            "JAVA_OPTS": "-Dagentpool.test=1 /*",
+        },
+    )
+    assert proc.returncode != 0
+    assert "starting the Jenkins agent: java -Dagentpool.test=1 /* -jar" in proc.stderr
+    assert "/bin /boot" not in proc.stderr
+
+
+@pytest.mark.parametrize("san", ["evil.example,DNS:attacker.example", "a.example\nsubjectAltName=x", "a b;c"])
+def test_a_tls_san_that_would_inject_is_refused(agents: Agents, san: str) -> None:
+    proc = agents.run_to_end("san", env={"PORT": "2376", "DOCKER_TLS_SAN": san})
+    assert proc.returncode == 1
+    assert "DOCKER_TLS_SAN:" in proc.stderr and "is not a host name" in proc.stderr
+
+
+def test_a_timeout_that_is_not_a_number_is_refused_not_evaluated(agents: Agents) -> None:
+    proc = agents.run_to_end("num", env={"DIND_START_TIMEOUT": "a[$(echo evaluated >&2)]"})
+    assert proc.returncode == 1
+    assert "DIND_START_TIMEOUT must be a whole number of seconds" in proc.stderr
+    assert "evaluated\n" not in proc.stderr

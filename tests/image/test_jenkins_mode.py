@@ -130,3 +130,39 @@ def test_agent_exit_stops_the_engine_and_the_container_with_its_status(
     assert "stopping dockerd" in proc.stderr
     assert wrong not in proc.stdout + proc.stderr
     assert server.get_node_info(node)["offline"]
+
+
+def test_secret_given_as_a_file_stays_out_of_inspect_environ_and_ps(
+    agents: Agents, controller: tuple[Controller, jenkins.Jenkins], tmp_path: Path
+) -> None:
+    """As agentpool starts agents: JENKINS_SECRET_FILE, the agent run with `-secret @FILE`."""
+    ctl, server = controller
+    node = f"dind-{secrets.token_hex(3)}"
+    server.create_node(
+        node,
+        numExecutors=1,
+        remoteFS="/home/jenkins/agent",
+        labels="docker",
+        launcher=jenkins.LAUNCHER_JNLP,
+        launcher_params={"webSocket": True},
+    )
+    secret = ctl.secret(node)
+    secret_file = tmp_path / "jenkins-secret"
+    secret_file.write_text(secret + "\n")
+    agent = agents.start(
+        "secretfile",
+        env={
+            "JENKINS_URL": ctl.url,
+            "JENKINS_SECRET_FILE": "/run/agentpool/jenkins-secret",
+            "JENKINS_AGENT_NAME": node,
+            "JENKINS_WEB_SOCKET": "true",
+        },
+        mounts=[f"{secret_file}:/run/agentpool/jenkins-secret:ro"],
+    )
+    agent.wait_ready()
+    wait_until(lambda: not server.get_node_info(node)["offline"], f"{node} to connect")
+    assert secret not in docker("inspect", agent.name).stdout
+    seen = agent.exec("sh", "-c", "cat /proc/1/environ; ps -eo args; cat /proc/[0-9]*/environ; true")
+    assert secret not in seen
+    assert "-secret @/run/agentpool/jenkins-secret" in agent.logs()
+    assert secret not in agent.logs()

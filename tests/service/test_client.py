@@ -33,11 +33,19 @@ def test_status_drain_resume_through_a_daemon() -> None:
         return action
 
     http = ServiceHTTP(
-        "127.0.0.1:0", Metrics(), lambda: (False, "no successful pass yet"), status, act(True), act(False)
+        "127.0.0.1:0",
+        Metrics(),
+        lambda: (False, "no successful pass yet"),
+        status,
+        act(True),
+        act(False),
+        admin_token="client-admin-token",
     )
     http.start()
     try:
-        client = DaemonClient(f"0.0.0.0:{http.port}")
+        with pytest.raises(DaemonError, match="HTTP 401"):
+            DaemonClient(f"0.0.0.0:{http.port}").drain("dind")
+        client = DaemonClient(f"0.0.0.0:{http.port}", admin_token="client-admin-token")
         assert client.drain("dind") == {"draining": ["dind"]}
         assert client.status() == {"draining": ["dind"]}
         assert client.drain() == {"draining": ["big", "dind"]}

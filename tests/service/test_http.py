@@ -15,6 +15,9 @@ from agentpool.model import AgentState, Reason
 from agentpool.service.http import ServiceHTTP, health_verdict, parse_listen
 from agentpool.service.metrics import Metrics
 
+ADMIN = "admin-token-0123456789"
+AUTH = {"Authorization": f"Bearer {ADMIN}"}
+
 
 class FakeDaemon:
     """Stands in for the daemon's state behind the callbacks: what a drain would change."""
@@ -49,7 +52,9 @@ class FakeDaemon:
 def served() -> Iterator[tuple[ServiceHTTP, FakeDaemon, Metrics]]:
     daemon = FakeDaemon()
     metrics = Metrics(pools=["dind", "big"])
-    http = ServiceHTTP("127.0.0.1:0", metrics, daemon.health, daemon.status, daemon.drain, daemon.resume)
+    http = ServiceHTTP(
+        "127.0.0.1:0", metrics, daemon.health, daemon.status, daemon.drain, daemon.resume, admin_token=ADMIN
+    )
     http.start()
     yield http, daemon, metrics
     http.stop()
@@ -153,24 +158,26 @@ def test_status_is_json(served: tuple[ServiceHTTP, FakeDaemon, Metrics]) -> None
 
 def test_drain_and_resume(served: tuple[ServiceHTTP, FakeDaemon, Metrics]) -> None:
     http, daemon, _ = served
-    status, _, body = _request(http.url + "/drain?pool=dind", "POST")
+    status, _, body = _request(http.url + "/drain?pool=dind", "POST", AUTH)
     assert (status, json.loads(body)) == (200, {"draining": ["dind"]})
     assert daemon.pools == {"dind": True, "big": False}
-    status, _, body = _request(http.url + "/drain", "POST")
+    status, _, body = _request(http.url + "/drain", "POST", AUTH)
     assert json.loads(body) == {"draining": ["big", "dind"]}
-    status, _, body = _request(http.url + "/resume?pool=big", "POST")
+    status, _, body = _request(http.url + "/resume?pool=big", "POST", AUTH)
     assert json.loads(body) == {"draining": ["dind"]}
-    status, _, body = _request(http.url + "/resume", "POST")
+    status, _, body = _request(http.url + "/resume", "POST", AUTH)
     assert (status, json.loads(body)) == (200, {"draining": []})
 
 
 def test_drain_errors(served: tuple[ServiceHTTP, FakeDaemon, Metrics]) -> None:
     http, daemon, _ = served
-    status, _, body = _request(http.url + "/drain?pool=nope", "POST")
+    status, _, body = _request(http.url + "/drain?pool=nope", "POST", AUTH)
     assert (status, json.loads(body)) == (404, {"error": "no pool named 'nope'"})
     status, headers, _ = _request(http.url + "/drain?pool=dind")
     assert (status, headers["Allow"]) == (405, "POST")
-    status, _, body = _request(http.url + "/drain?pool=dind", "POST", {"Origin": "http://evil.example"})
+    status, _, body = _request(
+        http.url + "/drain?pool=dind", "POST", {**AUTH, "Origin": "http://evil.example"}
+    )
     assert status == 403
     assert daemon.pools == {"dind": False, "big": False}
     assert _request(http.url + "/nothing")[0] == 404

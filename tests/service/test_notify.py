@@ -101,3 +101,13 @@ def test_a_reader_that_stops_reading_does_not_block_the_daemon(tmp_path: Path) -
         assert reader.recv(100) == b"STATUS=pass 0"
     finally:
         reader.close()
+
+
+def test_status_masks_registered_secrets(receiver: tuple[socket.socket, str]) -> None:
+    from agentpool.logs import register_secret
+
+    sock, path = receiver
+    token = secrets.token_hex(12)
+    register_secret(token)
+    Notifier({"NOTIFY_SOCKET": path}).status(f"last error: GET http://jenkins/?t={token} failed")
+    assert _received(sock, 1) == ["STATUS=last error: GET http://jenkins/?t=*** failed"]

@@ -23,6 +23,7 @@ from .test_page import sample
 
 REPO = Path(__file__).resolve().parents[2]
 CLEAR = b"\033[H\033[2J"
+TOKEN = "0123456789abcdef0123456789abcdef"
 
 
 @pytest.fixture
@@ -52,7 +53,7 @@ def run_in_pty(args: list[str], env: dict[str, str], stop_after: int | None = No
         stdout=sub,
         stderr=sub,
         cwd=REPO,
-        env={**os.environ, "PYTHONPATH": str(REPO), "AGENTPOOL_TEST_TOKEN": "t", **env},
+        env={**os.environ, "PYTHONPATH": str(REPO), "AGENTPOOL_TEST_TOKEN": TOKEN, **env},
         start_new_session=True,
     )
     os.close(sub)
@@ -93,7 +94,7 @@ def test_status_into_a_pipe_has_no_colour(config: Path) -> None:
     done = subprocess.run(
         [sys.executable, "-m", "agentpool", "status", "--config", str(config)],
         cwd=REPO,
-        env={**os.environ, "PYTHONPATH": str(REPO), "AGENTPOOL_TEST_TOKEN": "t"},
+        env={**os.environ, "PYTHONPATH": str(REPO), "AGENTPOOL_TEST_TOKEN": TOKEN},
         capture_output=True,
         text=True,
         timeout=60,

@@ -61,6 +61,7 @@ class FakeBackend(Switches):
         self.volumes: dict[str, dict[str, str]] = {}
         self.closed = 0
         self._ids = 0
+        self.completed_with = ""  # the secret of the last complete_agent call
 
     @property
     def name(self) -> str:
@@ -108,6 +109,14 @@ class FakeBackend(Switches):
         agent = FakeAgent(id=f"id{self._ids:04d}", spec=spec)
         self.agents[spec.name] = agent
         return agent.id
+
+    def complete_agent(self, container: str, secret: str, /) -> None:
+        self._enter("complete_agent")
+        found = self._find(container)
+        if found is None:
+            raise DockerError(ErrorKind.NOT_FOUND, f"container {container}: not found")
+        found.running = True
+        self.completed_with = secret
 
     def remove_agent(self, agent: str, /) -> None:
         self._enter("remove_agent")

@@ -109,7 +109,7 @@ def test_plain_tcp_needs_tls_false_and_warns(tmp_path: Path, caplog: pytest.LogC
         ),
         (
             "  - name: t\n    url: http://b:2376\n    tls: false\n",
-            "docker_hosts[0].url: expected unix:///path, tcp://host:port or ssh://user@host",
+            "docker_hosts[0].url: expected a Docker engine URL (unix://, tcp://, ssh://)",
         ),
     ],
 )

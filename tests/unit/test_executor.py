@@ -12,7 +12,7 @@ from agentpool.config import Config, load_config_text
 from agentpool.errors import ErrorKind, System
 from agentpool.executor import Executor
 from agentpool.logs import clear_secrets
-from agentpool.model import Cordon, Provision, Reap, Reason, RemoveOrphan, ResourceKind
+from agentpool.model import CompleteLaunch, Cordon, Provision, Reap, Reason, RemoveOrphan, ResourceKind
 from tests.unit.fakes import FakeBackend, FakeJenkins, FakeNode
 
 CONFIG = """jenkins:
@@ -368,3 +368,30 @@ def test_one_action_failing_unexpectedly_does_not_stop_the_others(
     failed = next(o for o in outcomes if not o.ok)
     assert failed.error_kind is ErrorKind.UNEXPECTED and "ZeroDivisionError" in failed.error
     assert len(jenkins.nodes) == 2 and len(backend.agents) == 2 and len(backend.volumes) == 2
+
+
+def complete(container: str) -> CompleteLaunch:
+    return CompleteLaunch(AGENT, "dind", "local", container, Reason.INTERRUPTED_LAUNCH, "test")
+
+
+def test_an_interrupted_launch_is_completed_with_the_secret_copied_again(
+    executor: Executor, jenkins: FakeJenkins, backend: FakeBackend
+) -> None:
+    launched(executor)
+    backend.agents[AGENT].running = False  # as a kill -9 between create and start leaves it
+    outcome = executor.perform(complete(backend.agents[AGENT].id))
+    assert outcome.ok and backend.agents[AGENT].running
+    assert backend.completed_with == f"secret-of-{AGENT}"
+    assert set(jenkins.nodes) == {AGENT}
+
+
+@pytest.mark.parametrize("step", ["agent_secret", "complete_agent"])
+def test_a_failed_completion_removes_nothing(
+    executor: Executor, jenkins: FakeJenkins, backend: FakeBackend, step: str
+) -> None:
+    launched(executor)
+    backend.agents[AGENT].running = False
+    target(step, jenkins, backend).fail(step)
+    outcome = executor.perform(complete(backend.agents[AGENT].id))
+    assert not outcome.ok and step in outcome.error
+    assert set(jenkins.nodes) == {AGENT} and set(backend.agents) == {AGENT}  # launch_timeout decides

@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 from agentpool.model import (
+    CompleteLaunch,
     ContainerState,
     Cordon,
     ItemKind,
@@ -696,3 +697,27 @@ def test_unlabelled_items_do_not_count_on_foreign_nodes() -> None:
     # their mode (NORMAL or EXCLUSIVE) is not exported: an EXCLUSIVE one would never take the item
     p, _ = plan(observed(items(1, ""), [node("static-1")]), config({"exclusive": False}), Memory(), T0)
     assert len(provisions(p)) == 1
+
+
+@pytest.mark.parametrize(
+    ("created_ago", "launched_ago", "expected"),
+    [
+        (5, 5, "wait"),  # a launch in progress starts its container within a second or two
+        (10, 10, "complete"),  # left by an interrupted launch: completed, not relaunched
+        (179, 179, "complete"),
+        (180, 180, "reap"),  # launch_timeout decides as for any agent that never came online
+    ],
+)
+def test_a_container_left_created_by_an_interrupted_launch_is_completed(
+    created_ago: float, launched_ago: float, expected: str
+) -> None:
+    mem = memory(known(A1, launched_at=T0 - launched_ago, online_at=None))
+    box = container(A1, state=ContainerState.CREATED, created=T0 - created_ago)
+    p, _ = plan(observed(items(1), [node(A1, online=False)], [box]), config(), mem, T0)
+    completes = [a for a in p.actions if isinstance(a, CompleteLaunch)]
+    got = "complete" if completes else ("reap" if reaps(p) else "wait")
+    assert got == expected
+    if expected != "reap":
+        assert provisions(p) == []  # the waiting item is this agent's: no second agent for it
+    if completes:
+        assert (completes[0].container, completes[0].reason) == (box.id, Reason.INTERRUPTED_LAUNCH)

@@ -93,6 +93,14 @@ public final class Main {
         if (url == null || secret == null || name == null) {
             die(2, "usage: java -jar agent.jar -url URL -secret SECRET -name NAME -webSocket [-workDir DIR]");
         }
+        if (secret.startsWith("@")) {
+            // As real remoting: "-secret @FILE" reads the secret from FILE (kept off the command line).
+            try {
+                secret = Files.readString(Paths.get(secret.substring(1)), StandardCharsets.UTF_8).trim();
+            } catch (IOException e) {
+                die(2, "cannot read the secret from " + secret.substring(1) + ": " + e);
+            }
+        }
         if (!webSocket) {
             die(2, "this stub agent only speaks WebSocket: add -webSocket");
         }
