@@ -84,6 +84,9 @@ def what_is_ours(observed: Observed, config: Config, memory: Memory) -> Ours:
     neighbours: set[str] = set()
     for name, node in nodes.items():
         marker = read_marker(node)
+        if marker is None and node.description.startswith(f"agentpool {config.instance}: "):
+            # made before nodes carried the marker (an upgrade): ours, from an earlier run
+            marker = (config.instance, memory.daemon_id, "")
         mine = marker is not None and marker[:2] == (config.instance, memory.daemon_id)
         if marker is not None and marker[0] == config.instance and not mine:
             neighbours.add(marker[1])

@@ -39,7 +39,7 @@ LOOP_PERMISSIONS = [
 ]
 
 _NOOP_DOCKERFILE = f"""FROM {IMAGE}
-ENTRYPOINT ["sh", "-c", "curl -fsS \\"${{JENKINS_URL}}jnlpJars/agent.jar\\" -o /tmp/agent.jar && exec java -jar /tmp/agent.jar -url \\"$JENKINS_URL\\" -secret \\"$JENKINS_SECRET\\" -name \\"$JENKINS_AGENT_NAME\\" -webSocket -workDir \\"$JENKINS_AGENT_WORKDIR\\""]
+ENTRYPOINT ["sh", "-c", "curl -fsS \\"${{JENKINS_URL}}jnlpJars/agent.jar\\" -o /tmp/agent.jar && exec java -jar /tmp/agent.jar -url \\"$JENKINS_URL\\" -secret \\"${{JENKINS_SECRET_FILE:+@$JENKINS_SECRET_FILE}}${{JENKINS_SECRET:-}}\\" -name \\"$JENKINS_AGENT_NAME\\" -webSocket -workDir \\"$JENKINS_AGENT_WORKDIR\\""]
 """
 
 

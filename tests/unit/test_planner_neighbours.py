@@ -166,3 +166,12 @@ def test_a_container_of_an_earlier_run_without_its_node_is_removed_at_once() -> 
     p, mem = plan(observed([], [], [mine]), config(), Memory(daemon_id="me", boot="boot-2"), T0)
     p, _ = plan(observed([], [], [mine]), config(), mem, T0 + 1)
     assert p.actions == ()
+
+
+def test_nodes_made_before_the_marker_are_adopted_after_an_upgrade() -> None:
+    legacy = f"agentpool {INSTANCE}: docker-in-docker agent of pool dind"
+    nodes = [node(A1, description=legacy), node(agent_name("dind", 2), online=False, description=legacy)]
+    p, mem = plan(observed([], nodes, [container(A1)]), config(), Memory(daemon_id="me", boot="b"), T0)
+    assert A1 in mem.agents  # adopted with its container
+    # the other one has no container and never connected: left by the old version, removed
+    assert [a.name for a in p.actions if isinstance(a, RemoveOrphan)] == [agent_name("dind", 2)]
