@@ -575,6 +575,8 @@ def _default_hosts() -> list[DockerHostConfig]:
 class Config(_Model):
     jenkins: JenkinsConfig
     instance: str = "agentpool"
+    # Daemon id and drain state (agentpool.state); default $STATE_DIRECTORY or /var/lib/agentpool.
+    state_dir: str | None = None
     poll_interval: PollInterval = 5.0
     docker_hosts: list[DockerHostConfig] = Field(default_factory=_default_hosts, min_length=1, max_length=100)
     pools: list[PoolConfig] = Field(min_length=1, max_length=200)

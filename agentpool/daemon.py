@@ -162,6 +162,18 @@ class Daemon:
                 error=str(exc),
             )
             return False
+        refusal = hiding_change(
+            self.engine.config, config, {a.host for a in self.engine.memory.agents.values()}
+        )
+        if refusal:
+            decision(
+                "reload refused",
+                logging.ERROR,
+                path=self.config_path,
+                detail="keeping the running config; restart agentpool to apply it",
+                error=refusal,
+            )
+            return False
         old_interval = self.engine.config.poll_interval
         self.engine.reconfigure(config)
         if self.service is not None:
@@ -209,6 +221,30 @@ class Daemon:
                 self.service.stop()
             self.engine.close()
         return 0
+
+
+def hiding_change(old: Config, new: Config, hosts_with_agents: set[str]) -> str:
+    """Why ``new`` cannot be applied on reload ("" when it can).
+
+    A new ``instance`` (or ``state_dir``, where the daemon id lives) hides every existing
+    agent, and a new URL for a host with agents hides those: the next pass would reap them
+    as lost and abort their builds. A removed host is fine: its agents are drained.
+    """
+    if new.instance != old.instance:
+        return (
+            f"instance changed from {old.instance!r} to {new.instance!r}: the running agents would be "
+            "lost (and their builds killed)"
+        )
+    if (new.state_dir or "") != (old.state_dir or ""):
+        return "state_dir changed: it holds this daemon's id, read once at start"
+    for host in new.docker_hosts:
+        before = old.host(host.name)
+        if before is not None and host.url != before.url and host.name in hosts_with_agents:
+            return (
+                f"docker host {host.name!r} changed url from {before.url} to {host.url} while it runs "
+                "agents: they would be lost (drain them first, or restart)"
+            )
+    return ""
 
 
 def _now_local() -> Any:

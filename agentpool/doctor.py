@@ -24,17 +24,19 @@ from pathlib import Path
 
 import docker
 import docker.errors
-import jenkins
 import requests
 import yaml
 
 from agentpool.adapters.docker import DockerHost, docker_client
+from agentpool.adapters.jenkins import JenkinsAdapter
 from agentpool.backend import Backend
 from agentpool.config import Config, ConfigError, DockerHostConfig, PoolConfig, load_config
 from agentpool.doctor_transport import connection_fix
-from agentpool.errors import ErrorKind, ExternalError
+from agentpool.errors import ErrorKind, ExternalError, JenkinsError
 from agentpool.logs import redact, register_secret
+from agentpool.planner.ownership import read_marker
 from agentpool.security import create_container, host_config_kwargs, missing_capabilities
+from agentpool.state import State, default_state_dir
 
 # On doctor's probe containers and volumes (value: the instance). Deliberately not
 # agentpool.instance: the daemon must not mistake them for its agents' leftovers.
@@ -210,24 +212,23 @@ def _check_jenkins(config: Config, token_problem: Check | None) -> list[Check]:
     credentials = _check_credentials(url, cfg.user, token, cfg.timeout, headers)
     checks.append(credentials)
     if credentials.ok:
-        checks.append(_check_node_permissions(url, cfg.user, token, cfg.timeout, config.instance))
+        adapter = JenkinsAdapter(url, cfg.user, token, timeout=cfg.timeout)
+        checks += check_permissions(adapter, cfg.user, config.instance)
+        checks.append(check_neighbours(adapter, config))
     else:
-        checks.append(
-            Check(
-                "jenkins node permissions",
-                False,
-                "not checked: credentials failed",
-                "fix the check above first",
-            )
-        )
+        checks += _permissions_skipped("not checked: credentials failed")
     return checks
 
 
 def _skipped(why: str) -> list[Check]:
     return [
         Check("jenkins credentials", False, f"not checked: {why}", "fix the check above first"),
-        Check("jenkins node permissions", False, f"not checked: {why}", "fix the check above first"),
+        *_permissions_skipped(f"not checked: {why}"),
     ]
+
+
+def _permissions_skipped(detail: str) -> list[Check]:
+    return [Check("jenkins permissions", False, detail, "fix the check above first")]
 
 
 def _check_credentials(url: str, user: str, token: str, timeout: float, headers: dict[str, str]) -> Check:
@@ -249,7 +250,7 @@ def _check_credentials(url: str, user: str, token: str, timeout: float, headers:
             name,
             False,
             f"user {user!r} is not allowed to read Jenkins (HTTP 403)",
-            "grant the user Overall/Read (and Agent/Create, Agent/Delete, Agent/Disconnect)",
+            "grant the user Overall/Read (and the rest of the README's permission list)",
         )
     if answer.status_code != 200:
         return Check(name, False, f"GET {url}me/api/json answered HTTP {answer.status_code}", credentials_fix)
@@ -263,37 +264,154 @@ def _check_credentials(url: str, user: str, token: str, timeout: float, headers:
     return Check(name, True, f"authenticated as {who}")
 
 
-def _check_node_permissions(url: str, user: str, token: str, timeout: float, instance: str) -> Check:
-    name = "jenkins node permissions"
+# Every permission agentpool's Jenkins user needs, and why. The README's list is checked
+# against this one (tests/service/test_doctor_jenkins.py); doctor checks each in this order.
+PERMISSIONS: tuple[tuple[str, str], ...] = (
+    ("Overall/Read", "every call: reading nodes and the queue"),
+    (
+        "Job/Read",
+        "on every job whose builds agentpool serves: Jenkins lists only the queue items of jobs the "
+        "user may read, so without it the queue looks empty and no agent is ever started",
+    ),
+    ("Agent/Create", "creating an agent's node (POST /computer/doCreateItem)"),
+    (
+        "Agent/Connect",
+        "reading the agent's secret (jenkins-agent.jnlp), and bringing a node back online",
+    ),
+    (
+        "Agent/Disconnect",
+        "taking a node offline before removing it, and cordoning one-shot agents (changeOfflineCause)",
+    ),
+    ("Agent/Delete", "removing an agent's node (doDelete)"),
+    (
+        "Overall/Administer",
+        "optional: exact labels through /scriptText when Jenkins names a node instead of the label; "
+        "without it agentpool infers them (and says so in status)",
+    ),
+)
+_FIX = {p: f"grant jenkins.user {p} ({why})" for p, why in PERMISSIONS}
+
+
+def _forbidden(exc: JenkinsError) -> bool:
+    return exc.kind is ErrorKind.FORBIDDEN
+
+
+def check_permissions(adapter: JenkinsAdapter, user: str, instance: str) -> list[Check]:
+    """One check per permission, with the calls the loop makes, on a throw-away node."""
+    checks = [Check("jenkins permission Overall/Read", True, f"user {user!r} reads Jenkins")]
+    checks.append(_check_job_read(adapter, user))
     node = f"{instance}-doctor-{_suffix()}"
-    server = jenkins.Jenkins(url, username=user, password=token, timeout=timeout)
+    steps: list[tuple[str, str, Callable[[], object]]] = [
+        (
+            "Agent/Create",
+            f"created node {node}",
+            lambda: adapter.create_node(
+                node,
+                labels=[f"{instance}-doctor"],
+                executors=1,
+                remote_fs="/home/jenkins/agentpool-doctor",
+                exclusive=True,
+                websocket=True,
+                description="agentpool doctor: permission check, deleted right away",
+            ),
+        ),
+        ("Agent/Connect", f"read the agent secret of {node}", lambda: adapter.agent_secret(node)),
+        (
+            "Agent/Disconnect",
+            f"took {node} offline",
+            lambda: adapter.set_temporarily_offline(node, True, "agentpool doctor: permission check"),
+        ),
+        ("Agent/Delete", f"deleted node {node}", lambda: adapter.delete_node(node)),
+    ]
+    created = False
+    for permission, done, step in steps:
+        name = f"jenkins permission {permission}"
+        if permission != "Agent/Create" and not created:
+            detail = "not checked: the throw-away node could not be created"
+            checks.append(Check(name, False, detail, _FIX["Agent/Create"]))
+            continue
+        try:
+            step()
+        except JenkinsError as exc:
+            fix = _FIX[permission] + (
+                f"; then delete node {node} by hand" if permission == "Agent/Delete" else ""
+            )
+            if _forbidden(exc):
+                detail = f"user {user!r} lacks {permission}: HTTP 403 ({_short(str(exc))})"
+            else:
+                detail = _short(str(exc))
+            checks.append(Check(name, False, detail, fix))
+            continue
+        created = created or permission == "Agent/Create"
+        checks.append(Check(name, True, done))
+    checks.append(_check_administer(adapter))
+    return checks
+
+
+def _check_job_read(adapter: JenkinsAdapter, user: str) -> Check:
+    """What can be proven about Job/Read: Jenkins hides unreadable jobs from every list, ours too."""
+    name = "jenkins permission Job/Read"
     try:
-        server.create_node(
-            node,
-            numExecutors=1,
-            nodeDescription="agentpool doctor: permission check, deleted right away",
-            remoteFS="/home/jenkins/agentpool-doctor",
-            labels=f"{instance}-doctor",
-            exclusive=True,
-            launcher=jenkins.LAUNCHER_JNLP,
-            launcher_params={"webSocket": True},
-        )
-    except (jenkins.JenkinsException, requests.RequestException) as exc:
-        if "[403]" in str(exc):
-            detail = f"user {user!r} may not create agents (HTTP 403 creating node {node})"
-        else:
-            detail = f"creating node {node} failed: {_short(exc)}"
-        return Check(name, False, detail, "grant the user Agent/Create, Agent/Delete and Agent/Disconnect")
-    try:
-        server.delete_node(node)
-    except (jenkins.JenkinsException, requests.RequestException) as exc:
+        jobs = adapter.visible_jobs()
+    except JenkinsError as exc:
+        return Check(name, False, _short(str(exc)), _FIX["Job/Read"])
+    if jobs == 0:
         return Check(
             name,
             False,
-            f"created node {node} but could not delete it: {_short(exc)}",
-            f"grant the user Agent/Delete, then delete node {node} by hand",
+            f"user {user!r} sees no job at all: without Job/Read the queue looks empty to agentpool "
+            "(or the controller has no job yet)",
+            _FIX["Job/Read"],
         )
-    return Check(name, True, f"created and deleted node {node}")
+    return Check(
+        name,
+        True,
+        f"user {user!r} reads {jobs} job(s); doctor cannot see jobs hidden from this user either: "
+        "builds of a job it may not read never show in its queue",
+    )
+
+
+def _check_administer(adapter: JenkinsAdapter) -> Check:
+    name = "jenkins permission Overall/Administer"
+    try:
+        allowed = adapter.exact_labels() is not None
+    except JenkinsError as exc:
+        return Check(name, True, f"optional; not checked: {_short(str(exc))}")
+    if allowed:
+        return Check(name, True, "granted (optional): exact labels through /scriptText")
+    return Check(
+        name,
+        True,
+        "not granted (optional): when Jenkins names a node instead of a build's label, agentpool "
+        "infers the label and says so in status",
+    )
+
+
+def check_neighbours(adapter: JenkinsAdapter, config: Config) -> Check:
+    """Another daemon at our ``instance`` on this controller (a second Docker host run as a second daemon)."""
+    name = "jenkins other daemons"
+    daemon = State(config.state_dir or default_state_dir(), config.instance).daemon_id()
+    try:
+        nodes = adapter.read_nodes()
+    except JenkinsError as exc:
+        return Check(name, False, _short(str(exc)), "check the checks above")
+    others: dict[str, int] = {}
+    for node in nodes:
+        marker = read_marker(node)
+        if marker is not None and marker[0] == config.instance and marker[1] != daemon:
+            others[marker[1]] = others.get(marker[1], 0) + 1
+    if not others:
+        return Check(
+            name, True, f"no other agentpool daemon at instance {config.instance!r} (this one: {daemon})"
+        )
+    listed = ", ".join(f"{d} ({n} node(s))" for d, n in sorted(others.items()))
+    return Check(
+        name,
+        False,
+        f"other agentpool daemon(s) at instance {config.instance!r}: {listed}; this one is {daemon}",
+        "give each daemon its own `instance` in its config (they never remove each other's nodes, "
+        "but their metrics and names mix)",
+    )
 
 
 # --- Docker hosts --------------------------------------------------------------------------

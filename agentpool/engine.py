@@ -16,6 +16,7 @@ Jenkins' and the backends' timestamps or shown, and ``monotonic`` for durations.
 from __future__ import annotations
 
 import logging
+import secrets
 import threading
 import time
 from collections.abc import Callable
@@ -43,7 +44,9 @@ from agentpool.model import (
     Reap,
     RemoveOrphan,
 )
+from agentpool.planner.ownership import node_marker
 from agentpool.report import Hooks, Outcome, PassReport
+from agentpool.state import State, default_state_dir
 
 log = logging.getLogger("agentpool")
 
@@ -94,11 +97,15 @@ class Engine:
         self.monotonic = monotonic
         self._backend_factory = backend
         self._jenkins_factory = jenkins
-        self.memory = Memory()
+        self.state = State(config.state_dir or default_state_dir(), config.instance)
+        self.memory = Memory(daemon_id=self.state.daemon_id(), boot=secrets.token_hex(3))
+        for pool in sorted(self.state.draining()):
+            self.memory = planner.set_draining(self.memory, pool, True)
         self.last_report: PassReport | None = None
         self.last_success: float | None = None
         self.lock = threading.Lock()
         self.images = images or ImageKeeper()
+        self._neighbours: frozenset[str] = frozenset()
         self._configure(config, {})
 
     def _configure(
@@ -112,6 +119,8 @@ class Engine:
         self.hosts = {**(retired or {}), **{h.name: self._backend_factory(h) for h in config.docker_hosts}}
         self.executor = Executor(config, self.jenkins, self.hosts)
         self.executor.agent_secrets = agent_secrets
+        self.executor.marker = node_marker(config.instance, self.memory.daemon_id, self.memory.boot)
+        self.executor.boot = self.memory.boot
 
     def reconfigure(self, config: Config) -> None:
         with self.lock:
@@ -133,11 +142,17 @@ class Engine:
                 if name not in retired:
                     host.close()
 
+    @property
+    def retired(self) -> dict[str, Backend]:
+        """Hosts removed from the config, kept while our agents there are drained."""
+        return {n: b for n, b in self.hosts.items() if self.config.host(n) is None}
+
     def _drop_retired(self) -> None:
         """Close hosts gone from the config once none of our agents is left there."""
         used = {a.host for a in self.memory.agents.values()}
         for name in [n for n in self.hosts if self.config.host(n) is None and n not in used]:
             self.hosts.pop(name).close()
+            decision("host retired", host=name, detail="removed from the config; its agents are gone")
 
     def drain_timeout(self) -> float:
         """How long a stop or reload waits for actions in flight: the longest stop, launch or call."""
@@ -158,7 +173,7 @@ class Engine:
 
     # -- one pass --------------------------------------------------------------------------
 
-    def observe(self, in_flight: InFlight = NOTHING_IN_FLIGHT) -> Observed:
+    def observe(self, in_flight: InFlight = NOTHING_IN_FLIGHT, ticks: float | None = None) -> Observed:
         nodes: tuple[Node, ...] | None = None
         queue = None
         error = ""
@@ -177,7 +192,12 @@ class Engine:
             views.append(view)
         views = self.images.annotate(self.config, self.hosts, views)
         return Observed(
-            queue=queue, nodes=nodes, hosts=tuple(views), jenkins_error=error, in_flight=in_flight
+            queue=queue,
+            nodes=nodes,
+            hosts=tuple(views),
+            jenkins_error=error,
+            in_flight=in_flight,
+            ticks=ticks,
         )
 
     def run_pass(self, *, execute: bool = True, wait: bool = True) -> PassReport:
@@ -191,7 +211,7 @@ class Engine:
             # Outcomes first, then what is in flight, then the observation: an action that
             # finishes while we observe is still in flight for this pass' decisions.
             finished, in_flight = self._collect()
-            observed = self.observe(in_flight)
+            observed = self.observe(in_flight, ticks)
             plan, memory = planner.plan(observed, self.config, self.memory, self.clock())
             self._log_new_online(self.memory, memory)
             report = PassReport(started=started, duration=0.0, observed=observed, plan=plan)
@@ -212,6 +232,7 @@ class Engine:
             report.duration = self.monotonic() - ticks
             if report.ok:
                 self.last_success = self.clock()
+            self._report_neighbours(plan.neighbours)
             self.last_report = report
             self._drop_retired()
             self.hooks.pass_done(report, self.memory, self.config)
@@ -223,6 +244,21 @@ class Engine:
         for outcome in finished:
             self._apply(outcome)
         return finished, in_flight
+
+    def _report_neighbours(self, neighbours: tuple[str, ...]) -> None:
+        """Another daemon at our instance on this controller: logged once per daemon id."""
+        for other in sorted(set(neighbours) - self._neighbours):
+            decision(
+                "second daemon",
+                logging.WARNING,
+                instance=self.config.instance,
+                daemon_id=self.memory.daemon_id,
+                other=other,
+                detail="nodes of another agentpool daemon at this instance; neither removes the "
+                "other's, but give each daemon its own `instance`",
+            )
+        if neighbours or self._neighbours:
+            self._neighbours = frozenset(neighbours)
 
     def _log_new_online(self, before: Memory, after: Memory) -> None:
         for name, agent in after.agents.items():
@@ -302,7 +338,9 @@ class Engine:
     def _orphan_removed(self, action: RemoveOrphan, outcome: Outcome) -> None:
         where = {"kind": action.kind.value, "resource": action.name, "host": action.host}
         where["reason"] = action.reason.value
-        if outcome.ok:
+        if outcome.ok and not outcome.removed:
+            decision("removal undone", **where, detail="it connected or took a build meanwhile")
+        elif outcome.ok:
             key = planner.orphan_key(action.kind, action.host, action.name)
             self.memory = planner.record_orphan_removed(self.memory, key)
             decision("removed", **where, detail=action.detail, **_tail(outcome))
@@ -350,8 +388,13 @@ class Engine:
             "demand": dict(plan.demand) if plan else {},
             "unserved": [
                 {"item": u.item_id, "task": u.task_name, "label": u.label, "why": u.why}
+                | ({"label_inferred": True} if u.inferred else {})
                 for u in (plan.unserved if plan else ())
             ],
+            "labels_inferred": {str(item): how for item, how in (plan.inferred if plan else {}).items()},
+            "daemon_id": self.memory.daemon_id,
+            "neighbours": list(plan.neighbours) if plan else [],
+            "retired_hosts": sorted(self.retired),
             "pools": {
                 name: {
                     "draining": mem.draining,
@@ -384,6 +427,7 @@ class Engine:
         with self.lock:
             for name in names:
                 self.memory = planner.set_draining(self.memory, name, draining)
+            self.state.save_draining({name for name, p in self.memory.pools.items() if p.draining})
         return names
 
     def set_host_draining(self, host: str, draining: bool) -> list[str]:

@@ -29,6 +29,7 @@ from agentpool.errors import ErrorKind, ExternalError
 from agentpool.logs import forget_secret, register_secret
 from agentpool.model import (
     LABEL_AGENT,
+    LABEL_BOOT,
     LABEL_INSTANCE,
     LABEL_POOL,
     Action,
@@ -132,6 +133,9 @@ class Executor:
         self._high_water: dict[str, int] = {}
         self._lanes: dict[str, _Lane] = {}
         self._limits = {h.name: h.max_parallel_launches for h in config.docker_hosts}
+        # first word of our nodes' description: agentpool:<instance>:<daemon id>:<boot>
+        self.marker = f"agentpool:{config.instance}:"
+        self.boot = ""  # this run of the daemon, on the containers it starts (LABEL_BOOT)
 
     def forget_agent(self, agent: str) -> None:
         """The agent is gone and its last log lines are written: stop masking its secret."""
@@ -231,7 +235,12 @@ class Executor:
                 case Reap():
                     return self.reap(action)
                 case Cordon():
-                    self.jenkins.set_temporarily_offline(action.agent, True, f"agentpool: {action.detail}")
+                    node = self.jenkins.set_temporarily_offline(
+                        action.agent, True, f"agentpool: {action.detail}"
+                    )
+                    if not node.temporarily_offline:  # brought back at once: the next pass cordons again
+                        error = f"cordon of {action.agent}: the node did not stay offline"
+                        return Outcome(action, ok=False, error=error)
                     return Outcome(action, ok=True, removed=False)
                 case CompleteLaunch():
                     return self.complete_launch(action)
@@ -255,7 +264,8 @@ class Executor:
         return Outcome(action, ok=True, container_id=action.container)
 
     def _labels(self, pool: str, agent: str) -> dict[str, str]:
-        return {LABEL_INSTANCE: self.config.instance, LABEL_POOL: pool, LABEL_AGENT: agent}
+        labels = {LABEL_INSTANCE: self.config.instance, LABEL_POOL: pool, LABEL_AGENT: agent}
+        return labels | ({LABEL_BOOT: self.boot} if self.boot else {})
 
     def _spec(self, pool: PoolConfig, agent: str, volume: str, secret: str) -> AgentSpec:
         jenkins = self.config.jenkins
@@ -296,7 +306,7 @@ class Executor:
                 remote_fs=pool.remote_fs,
                 exclusive=pool.exclusive,
                 websocket=self.config.jenkins.websocket,
-                description=f"agentpool {self.config.instance}: docker-in-docker agent of pool {pool.name}",
+                description=f"{self.marker} docker-in-docker agent of pool {pool.name}",
             )
             undo.append((ResourceKind.NODE, agent))
             secret = self.jenkins.agent_secret(agent)
@@ -346,17 +356,21 @@ class Executor:
         took_offline = False
         if action.check_idle:
             try:
-                # Offline already (an admin, or our cordon): not ours to bring back online.
-                was_offline = self.jenkins.read_node(agent).temporarily_offline
-                node = self.jenkins.set_temporarily_offline(
-                    agent, True, f"agentpool: removing this agent ({action.reason.value})"
-                )
+                # Offline already (an admin, or our cordon): not ours to bring back online, and
+                # its offline cause (an admin's message, our one-shot record) is left as it is.
+                node = self.jenkins.read_node(agent)
+                was_offline = node.temporarily_offline
+                if not was_offline:
+                    node = self.jenkins.set_temporarily_offline(
+                        agent, True, f"agentpool: removing this agent ({action.reason.value})"
+                    )
             except ExternalError as exc:
                 if exc.kind is not ErrorKind.NOT_FOUND:
                     raise
             else:
-                if node.busy:
-                    if not was_offline:
+                # Re-read: still idle, and really offline (nobody brought it back meanwhile).
+                if node.busy or not node.temporarily_offline:
+                    if not was_offline and node.temporarily_offline:
                         self.jenkins.set_temporarily_offline(agent, False)
                     return Outcome(action, ok=True, removed=False)
                 took_offline = not was_offline
@@ -394,8 +408,7 @@ class Executor:
     def remove_orphan(self, action: RemoveOrphan) -> Outcome:
         match action.kind:
             case ResourceKind.NODE:
-                self.jenkins.delete_node(action.name)
-                return Outcome(action, ok=True)
+                return self._remove_orphan_node(action)
             case ResourceKind.CONTAINER:
                 host = self.hosts[action.host]
                 tail = host.logs_tail(action.name)
@@ -406,6 +419,27 @@ class Executor:
                 return Outcome(action, ok=True)
             case _:
                 assert_never(action.kind)
+
+    def _remove_orphan_node(self, action: RemoveOrphan) -> Outcome:
+        """Offline → re-check → delete, as a reap: a node that connected or took a build meanwhile stays."""
+        name = action.name
+        try:
+            node = self.jenkins.read_node(name)
+            was_offline = node.temporarily_offline
+            if not was_offline:
+                node = self.jenkins.set_temporarily_offline(
+                    name, True, "agentpool: removing this orphan node"
+                )
+        except ExternalError as exc:
+            if exc.kind is ErrorKind.NOT_FOUND:
+                return Outcome(action, ok=True)
+            raise
+        if node.busy or not node.temporarily_offline:
+            if node.temporarily_offline and not was_offline:
+                self._back_online(name)
+            return Outcome(action, ok=True, removed=False)
+        self.jenkins.delete_node(name)
+        return Outcome(action, ok=True)
 
 
 def _subject(action: Action) -> str:

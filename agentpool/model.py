@@ -16,6 +16,9 @@ LABEL_POOL = "agentpool.pool"
 LABEL_AGENT = "agentpool.agent"
 # On volumes of `docker_volume: reuse` pools: "true" while no agent holds the volume.
 LABEL_FREE = "agentpool.free"
+# The run (boot) of the daemon that created it: a container of an earlier run without its node
+# was left by a crash between deleting the node and removing the container.
+LABEL_BOOT = "agentpool.boot"
 
 
 class ItemKind(StrEnum):
@@ -37,8 +40,13 @@ class QueueItem:
     why: str
     in_queue_since: float  # epoch seconds
     # The label expression (Jenkins-normalised), "" when the item needs no label. None when
-    # it cannot be known: Jenkins hides it while no agent node exists (see jenkins-api.md).
+    # it cannot be known: Jenkins hides it while no agent node exists (see jenkins-api.md),
+    # or ``why`` names a node in its place.
     label: str | None
+    # The one node ``why`` names instead of the label: the expression is some expression
+    # that this node satisfies and no other node does (the planner infers from that).
+    node: str | None = None
+    exact: bool = False  # the label came from /scriptText (Queue.Item.getAssignedLabel)
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,6 +65,7 @@ class Node:
     temporarily_offline: bool
     offline_reason: str
     executors: tuple[Executor, ...]
+    description: str = ""  # agentpool writes its ownership marker here (see planner/ownership.py)
 
     @property
     def busy(self) -> bool:
@@ -93,6 +102,7 @@ class AgentResource:
     state: ResourceState
     created: float  # epoch seconds
     volume: str = ""  # mounted at /var/lib/docker: a leased one is named after an earlier agent
+    boot: str = ""  # LABEL_BOOT: the run of the daemon that started it ("" before labels had it)
 
 
 # The Docker names of the two types above, which the Docker adapter and the tests use.
@@ -163,6 +173,8 @@ class Observed:
     hosts: tuple[HostView, ...]
     jenkins_error: str = ""
     in_flight: InFlight = NOTHING_IN_FLIGHT
+    # monotonic seconds when observed (durations); None: use the wall clock `now` of the pass
+    ticks: float | None = None
 
 
 class AgentState(StrEnum):
@@ -188,6 +200,10 @@ class AgentMemory:
     offline_since: float | None = None
     # inQueueSince of the oldest item the agent was started for (queued → online histogram)
     needed_since: float | None = None
+    # Seconds counted toward launch_timeout while not yet online: monotonic time of passes
+    # that read Jenkins (an outage or a wall-clock step does not count). None: not counted
+    # yet (adopted after a restart), taken from the container's age on first assessment.
+    waited: float | None = None
 
 
 @dataclass(slots=True)
@@ -235,6 +251,13 @@ class Memory:
     # labels whenever no agent node exists (e.g. right after the last agent was reaped); the
     # label seen while one existed still holds, since an item's label never changes.
     item_labels: dict[int, str] = field(default_factory=dict)
+    # queue item id -> pools learnt unable to serve it (its label inferred from a node's name)
+    item_refused: dict[int, frozenset[str]] = field(default_factory=dict)
+    # Who we are on the controller: our nodes' description starts with
+    # agentpool:<instance>:<daemon_id>:<boot> (see planner/ownership.py).
+    daemon_id: str = ""
+    boot: str = ""
+    last_ticks: float | None = None  # Observed.ticks of the previous pass (see AgentMemory.waited)
 
 
 class Reason(StrEnum):
@@ -360,6 +383,7 @@ class Unserved:
     label: str | None
     why: str  # the reason's value, with details: "cap reached (pool a: max_agents 1)"
     reason: UnservedReason = UnservedReason.NO_POOL
+    inferred: bool = False  # the label is not known: inferred from the one node `why` names
 
 
 Action = Provision | Reap | Cordon | CompleteLaunch | RemoveOrphan
@@ -371,3 +395,7 @@ class Plan:
     unserved: tuple[Unserved, ...] = ()
     # waiting items per label expression this pass (metrics)
     demand: dict[str, int] = field(default_factory=dict)
+    # queue item id -> how its label was inferred (`why` named one node in its place)
+    inferred: dict[int, str] = field(default_factory=dict)
+    # daemon ids of other agentpool daemons at our instance on this controller
+    neighbours: tuple[str, ...] = ()

@@ -3,15 +3,19 @@
 Jenkins does not export a queue item's label (``Queue.Item.getAssignedLabel`` is not
 ``@Exported``). Freestyle tasks export ``labelExpression``; a Pipeline ``node('…')`` item
 exports nothing but its ``why`` text, which names the label — or, when the expression
-matched exactly one node, that node's name — inside curly quotes. While no agent node
-exists at all, ``why`` hides the label entirely (see docs/planner.md for what the planner
-does then). The adapter calls :func:`item_from_raw` on every item it fetched.
+matched exactly one node, that node's name — inside curly quotes. A node's name does not
+give the expression back (it is *some* expression only that node satisfies): the item then
+carries ``node`` and no label, and the planner infers what it can (docs/planner.md). While
+no agent node exists at all, ``why`` hides the label entirely. The adapter calls
+:func:`item_from_raw` on every item it fetched, then :func:`with_exact_labels` when the
+account may read the exact labels.
 """
 
 from __future__ import annotations
 
 import re
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from typing import Any
 
 from agentpool.labels import LabelSyntaxError, normalise
@@ -51,18 +55,6 @@ def _normalised(text: str) -> str | None:
         return None
 
 
-def _node_label(node: Node) -> str:
-    """An expression that ``node`` satisfies and that stands for it: all its labels but its name.
-
-    For one of our agents that is exactly its pool's labels joined with ``&&``. A node whose
-    only label is its own name gives its name (no pool can serve that).
-    """
-    labels = sorted(node.labels - {node.name})
-    if not labels:
-        return _normalised(node.name) or node.name
-    return "&&".join(normalise(label) for label in labels)
-
-
 # The nodes of the last queue read, by name: every item of one read looks them up in the same
 # answer, and building the index per item made a read O(items × nodes).
 _index: tuple[Sequence[Node], dict[str, Node]] = ((), {})
@@ -77,11 +69,13 @@ def _by_name(nodes: Sequence[Node]) -> dict[str, Node]:
     return index
 
 
-def _from_why(why: str, nodes: Sequence[Node]) -> str | None:
+def _from_why(why: str, nodes: Sequence[Node]) -> tuple[str | None, str | None]:
+    """(label, node): the label ``why`` names ("" none, None unknown), or the one node it names."""
     text = why.strip()
     if text == _NO_LABEL:
         # Jenkins drops the label while no agent node exists: the item may well have one.
-        return "" if nodes else None
+        return ("" if nodes else None), None
+    names = _by_name(nodes)
     # A composite blockage joins several causes with "; ": the first one we understand wins.
     for part in text.split("; "):
         for pattern, kind in _TEMPLATES:
@@ -90,25 +84,38 @@ def _from_why(why: str, nodes: Sequence[Node]) -> str | None:
                 continue
             quoted = match.group(1)
             if kind == "unlabelled":
-                return ""
-            if kind in ("node", "label-or-node") and (node := _by_name(nodes).get(quoted)) is not None:
-                return _node_label(node)
-            return _normalised(quoted)
-    return None
+                return "", None
+            if kind in ("node", "label-or-node") and quoted in names:
+                # Some expression this one node satisfies and no other does: not recoverable here.
+                return None, quoted
+            if kind == "node":
+                return None, None
+            return _normalised(quoted), None
+    return None, None
 
 
-def label_from_item(task_label_expression: str | None, why: str, nodes: Sequence[Node]) -> str | None:
-    """The item's label expression, Jenkins-normalised; "" for none; None when it cannot be known.
+def label_from_item(
+    task_label_expression: str | None, why: str, nodes: Sequence[Node]
+) -> tuple[str | None, str | None]:
+    """(label, node): the item's label expression, Jenkins-normalised, "" for none, None when
+    ``why`` does not tell; and the node ``why`` names in its place (the expression matched
+    exactly that node), if any.
 
-    ``task_label_expression`` is the task's exported ``labelExpression`` (None when the task
-    does not export it, as for Pipeline items); ``nodes`` are the agent nodes Jenkins reports
-    (the built-in node excluded).
+    ``task_label_expression`` is the freestyle task's ``labelExpression`` (None when null or
+    not exported, as for Pipeline items). A label ``why`` names is what Jenkins really
+    matches (label assignment actions applied) and wins; ``labelExpression`` is used when
+    ``why`` names a node or nothing. A null ``labelExpression`` proves nothing.
     """
+    label, node = _from_why(why, nodes)
+    if label is not None:
+        return label, None
     if task_label_expression is not None:
         if not task_label_expression.strip():
-            return ""
-        return _normalised(task_label_expression)
-    return _from_why(why, nodes)
+            return "", None
+        exact = _normalised(task_label_expression)
+        if exact is not None:
+            return exact, None
+    return None, node
 
 
 def item_kind(
@@ -136,11 +143,11 @@ def item_from_raw(raw: Mapping[str, Any], nodes: Sequence[Node]) -> QueueItem:
     task = raw.get("task") or {}
     task_class = str(task.get("_class", ""))
     expression: str | None = None
-    # A key that is present (even null) is exported; a Pipeline placeholder never exports it.
-    if "labelExpression" in task and not task_class.endswith(_PLACEHOLDER_TASK):
-        value = task["labelExpression"]
-        expression = value if isinstance(value, str) else ""
+    # Null when the job may roam, and blind to label assignment actions: only a string counts.
+    if not task_class.endswith(_PLACEHOLDER_TASK) and isinstance(task.get("labelExpression"), str):
+        expression = task["labelExpression"]
     why = str(raw.get("why") or "")
+    label, node = label_from_item(expression, why, nodes)
     since = raw.get("inQueueSince")
     return QueueItem(
         id=int(raw["id"]),
@@ -153,5 +160,24 @@ def item_from_raw(raw: Mapping[str, Any], nodes: Sequence[Node]) -> QueueItem:
         task_name=str(task.get("fullDisplayName") or task.get("name") or ""),
         why=why,
         in_queue_since=float(since) / 1000.0 if isinstance(since, int | float) else 0.0,
-        label=label_from_item(expression, why, nodes),
+        label=label,
+        node=node,
     )
+
+
+def ambiguous(item: QueueItem) -> bool:
+    """A buildable item whose label ``why`` does not give (hidden, or a node named in its place)."""
+    return item.kind is ItemKind.BUILDABLE and item.label is None
+
+
+def with_exact_labels(items: Sequence[QueueItem], exact: Mapping[int, str]) -> tuple[QueueItem, ...]:
+    """The items with the labels ``/scriptText`` printed (``Queue.Item.getAssignedLabel``) filled in."""
+    out = []
+    for item in items:
+        label = exact.get(item.id)
+        if item.label is None and label is not None:
+            normal = _normalised(label) if label else ""
+            if normal is not None:
+                item = replace(item, label=normal, node=None, exact=True)
+        out.append(item)
+    return tuple(out)

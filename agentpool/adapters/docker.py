@@ -39,6 +39,7 @@ from agentpool.backend import AgentSpec
 from agentpool.errors import DockerError, ErrorKind
 from agentpool.model import (
     LABEL_AGENT,
+    LABEL_BOOT,
     LABEL_INSTANCE,
     LABEL_POOL,
     Container,
@@ -252,6 +253,7 @@ class DockerHost:
                     name=names[0].lstrip("/"),
                     agent=labels.get(LABEL_AGENT, ""),
                     pool=labels.get(LABEL_POOL, ""),
+                    boot=labels.get(LABEL_BOOT, ""),
                     state=state,
                     created=float(raw.get("Created", 0)),
                     volume=docker_volume,

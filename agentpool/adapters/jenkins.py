@@ -22,12 +22,12 @@ from defusedxml import ElementTree as ET
 
 from agentpool.errors import ErrorKind, JenkinsError
 from agentpool.model import Executor, Node, QueueItem
-from agentpool.why import QUEUE_TREE, item_from_raw
+from agentpool.why import QUEUE_TREE, ambiguous, item_from_raw, with_exact_labels
 
 T = TypeVar("T")
 
 NODES_TREE = (
-    "computer[_class,displayName,offline,temporarilyOffline,offlineCauseReason,"
+    "computer[_class,displayName,description,offline,temporarilyOffline,offlineCauseReason,"
     "assignedLabels[name],executors[idle,currentExecutable[url]],"
     "oneOffExecutors[idle,currentExecutable[url]]]"
 )
@@ -36,6 +36,8 @@ _ALREADY_EXISTS = re.compile(r"already exists", re.IGNORECASE)
 # Built-in agents and their labels are never ours; the JNLP launcher is the only one that
 # works for containers dialing in.
 LAUNCHER_JNLP = "hudson.slaves.JNLPLauncher"
+# The reference's script: one "ID<TAB>LABEL" line per queued item ("null" when it has none).
+SCRIPT_LABELS = 'Jenkins.instance.queue.items.each{println "${it.id}\\t${it.assignedLabel}"}'
 
 
 def _short(text: str, limit: int = 200) -> str:
@@ -51,6 +53,8 @@ class JenkinsAdapter:
         self._server = jenkins.Jenkins(self.url, username=user, password=token, timeout=timeout)
         # Why texts are localised: ask for the English templates we parse.
         self._server._session.headers["Accept-Language"] = "en"
+        # May this account run /scriptText (Overall/Administer)? None: not asked yet.
+        self.scripts_allowed: bool | None = None
 
     # -- plumbing ---------------------------------------------------------------------------
 
@@ -139,20 +143,40 @@ class JenkinsAdapter:
             nodes.append(node_from_json(raw))
         return tuple(nodes)
 
+    def visible_jobs(self) -> int:
+        """How many top-level jobs this user may read (Jenkins lists no other: doctor's Job/Read)."""
+        data = self._get_json("read jobs", "api/json?tree=jobs[name]")
+        return len(data.get("jobs") or ())
+
     def read_node(self, name: str) -> Node:
         tree = NODES_TREE[len("computer[") : -1]
         data = self._get_json(f"read node {name}", f"{self._node_path(name)}/api/json?tree={tree}")
         return node_from_json(data)
 
     def read_queue(self, nodes: tuple[Node, ...]) -> tuple[QueueItem, ...]:
-        """Every queued item, in one request; labels recovered with the nodes' help."""
+        """Every queued item, in one request; labels recovered with the nodes' help.
+
+        When some buildable item's label is ambiguous (hidden, or a node named in its place)
+        and the account may run scripts, one more request reads the exact labels
+        (:meth:`exact_labels`). Whether it may is learnt once: the first 403 turns it off for
+        good, so an account without Overall/Administer never pays for it again.
+        """
         data = self._get_json("read queue", f"queue/api/json?tree={QUEUE_TREE}")
         try:
-            return tuple(item_from_raw(raw, nodes) for raw in data.get("items", []))
+            items = tuple(item_from_raw(raw, nodes) for raw in data.get("items", []))
         except (ValueError, KeyError, TypeError) as exc:
             raise JenkinsError(
                 ErrorKind.BAD_RESPONSE, f"read queue: unexpected item ({_short(str(exc))})"
             ) from exc
+        if self.scripts_allowed is not False and any(ambiguous(item) for item in items):
+            try:
+                exact = self.exact_labels()
+            except JenkinsError:
+                return items  # a failed extra read costs the exact labels of this pass, not the pass
+            self.scripts_allowed = exact is not None
+            if exact is not None:
+                items = with_exact_labels(items, exact)
+        return items
 
     # -- writes ----------------------------------------------------------------------------
 
@@ -207,13 +231,51 @@ class JenkinsAdapter:
         return arguments[0]
 
     def set_temporarily_offline(self, name: str, offline: bool, message: str = "") -> Node:
-        """Take a node temporarily offline (or back), whatever its connection state; return it."""
+        """Take a node temporarily offline (or back), whatever its connection state; return it re-read.
+
+        Taking offline is idempotent (``changeOfflineCause`` sets it, whatever it was), so
+        racing an admin or a monitor never brings a node back online. ``toggleOffline`` is
+        sent only to bring back a node just read temporarily offline. The node returned is
+        read after the call: the caller checks it is what it asked for.
+        """
+        path = self._node_path(name)
+        if offline:
+            query = "?offlineMessage=" + quote(message, safe="")
+            self._post(f"take {name} offline", f"{path}/changeOfflineCause{query}")
+            return self.read_node(name)
         node = self.read_node(name)
-        if node.temporarily_offline != offline:
-            query = "?offlineMessage=" + quote(message, safe="") if offline else ""
-            self._post(f"toggle offline {name}", f"{self._node_path(name)}/toggleOffline{query}")
+        if node.temporarily_offline:
+            self._post(f"bring {name} back online", f"{path}/toggleOffline")
             node = self.read_node(name)
         return node
+
+    def exact_labels(self) -> dict[int, str] | None:
+        """Every queued item's assigned label via ``/scriptText``; None without Overall/Administer.
+
+        Answers ``{item id: label}`` ("" for none). Only accounts with Overall/Administer may
+        run scripts: a 403 (or 404, no script console) is "not available", anything else
+        raises :class:`JenkinsError` like any read.
+        """
+        data = {"script": SCRIPT_LABELS}
+
+        def post() -> str:
+            request = requests.Request("POST", self.url + "scriptText", data=data)
+            return str(self._server.jenkins_open(request))
+
+        try:
+            text = self._call("read exact labels", post)
+        except JenkinsError as exc:
+            if exc.kind in (ErrorKind.FORBIDDEN, ErrorKind.NOT_FOUND, ErrorKind.BAD_REQUEST):
+                return None
+            raise
+        labels: dict[int, str] = {}
+        for line in text.splitlines():
+            item, sep, label = line.partition("\t")
+            if not sep or not item.strip().isdigit():
+                continue
+            label = label.strip()
+            labels[int(item)] = "" if label == "null" else label
+        return labels
 
     def delete_node(self, name: str) -> None:
         """Delete a node; one that is already gone counts as deleted."""
@@ -252,4 +314,5 @@ def node_from_json(raw: dict[str, Any]) -> Node:
         temporarily_offline=bool(raw.get("temporarilyOffline", False)),
         offline_reason=str(raw.get("offlineCauseReason") or ""),
         executors=executors,
+        description=str(raw.get("description") or ""),
     )

@@ -143,17 +143,18 @@ def _disconnected(view: AgentView, node: Node, now: float) -> Assessment:
         return Assessment(am, action, PoolCapacity(agents=1), on_host=True)
     assert pool is not None
     online = am.online_at is not None
-    since = (am.offline_since if am.offline_since is not None else now) if online else am.launched_at
     if online:
+        since = am.offline_since if am.offline_since is not None else now
         am = replace(am, offline_since=since)
-    if now - since < pool.launch_timeout:
+        waited = now - since
+    else:
+        waited = am.waited if am.waited is not None else now - am.launched_at
+    if waited < pool.launch_timeout:
         return Assessment(am, capacity=PoolCapacity(1, 0, pool.executors), on_host=True)
     if online:
-        action = reap(am, pool, Reason.LOST, f"disconnected for {now - since:.0f}s", check_idle=False)
+        action = reap(am, pool, Reason.LOST, f"disconnected for {waited:.0f}s", check_idle=False)
     else:
-        detail = (
-            f"not online {now - am.launched_at:.0f}s after launch (launch_timeout {pool.launch_timeout:g}s)"
-        )
+        detail = f"not online {waited:.0f}s after launch (launch_timeout {pool.launch_timeout:g}s)"
         action = reap(am, pool, Reason.LAUNCH_TIMEOUT, detail, check_idle=False, count_launch_failure=True)
     return Assessment(am, action, on_host=True)
 
@@ -203,6 +204,7 @@ def _updated(
         volume=am.volume,
         offline_since=None,
         needed_since=am.needed_since,
+        waited=am.waited,
     )
 
 

@@ -19,6 +19,7 @@ from agentpool.model import (
     Action,
     AgentMemory,
     InFlight,
+    ItemKind,
     Memory,
     Observed,
     Plan,
@@ -35,9 +36,18 @@ from agentpool.planner.demand import foreign_slots, probe, serve
 from agentpool.planner.hosts import cooling, draining_hosts, host_health, lost_agents
 from agentpool.planner.launch import Budget, Context
 from agentpool.planner.memory import copy_memory, orphan_key
-from agentpool.planner.orphans import excess_volumes, free_volumes, sweep_orphans
+from agentpool.planner.orphans import excess_volumes, free_volumes, orphan_nodes, sweep_orphans
 from agentpool.planner.ownership import Ours, adopt, what_is_ours
-from agentpool.planner.routing import Groups, demand_counts, first_seen, group_items, remember_labels, route
+from agentpool.planner.routing import (
+    Groups,
+    Routes,
+    demand_counts,
+    first_seen,
+    group_items,
+    infer,
+    remember_labels,
+    route,
+)
 from agentpool.planner.warm import warm_pool
 
 
@@ -61,7 +71,10 @@ def assess_agents(
     draining_hosts: frozenset[str],
     now: float,
     in_flight: InFlight = NOTHING_IN_FLIGHT,
+    hosts: frozenset[str] | None = None,
+    elapsed: float = 0.0,
 ) -> Agents:
+    """Every agent assessed; ``hosts`` are the configured hosts (agents elsewhere are drained)."""
     actions: list[Action] = []
     agents = dict(memory.agents)
     capacity = dict.fromkeys(pools, NO_CAPACITY)
@@ -71,8 +84,12 @@ def assess_agents(
     recovered: set[tuple[str, str]] = set()
     for name in sorted(memory.agents):
         am = memory.agents[name]
+        if am.online_at is None:
+            am = replace(am, waited=(am.waited if am.waited is not None else now - am.launched_at) + elapsed)
         pool, pool_mem = pools.get(am.pool), memory.pools.get(am.pool)
         draining = pool is None or (pool_mem is not None and pool_mem.draining) or am.host in draining_hosts
+        # its host was removed from the config: drained, never killed
+        draining = draining or (hosts is not None and am.host not in hosts)
         view = AgentView(
             am, pool, draining, ours.nodes.get(name), ours.containers.get(name), am.host in ours.reachable
         )
@@ -120,13 +137,24 @@ def _counted(actions: tuple[Action, ...], now: float) -> list[Action]:
     ]
 
 
-def _queue(observed: Observed, mem: Memory, now: float) -> Groups | None:
-    """The waiting items by label (None without a queue); remembers first sights and labels."""
+def _queue(observed: Observed, config: Config, ours: Ours, mem: Memory, now: float) -> Queue:
+    """The waiting items by label (None without a queue); remembers first sights and labels.
+
+    Items whose ``why`` names one node in place of their label are routed by inference
+    (:func:`agentpool.planner.routing.infer`) under keys of their own.
+    """
     if observed.queue is None:
-        return None
+        return Queue(None, {}, {})
     mem.item_first_seen = first_seen(observed.queue, mem.item_first_seen, now)
     queue, mem.item_labels = remember_labels(observed.queue, mem.item_labels)
-    return group_items(queue)
+    groups = group_items(queue)
+    routes = route(groups, config.pools)
+    named = [i for i in queue if i.kind is ItemKind.BUILDABLE and i.label is None and i.node is not None]
+    inference = infer(named, config.pools, ours.nodes, ours.node_pools, mem.item_refused)
+    mem.item_refused = {i.id: inference.refused[i.id] for i in queue if inference.refused.get(i.id)}
+    groups.update(inference.groups)
+    routes.update(inference.routes)
+    return Queue(groups, routes, inference.explained)
 
 
 def _launching(in_flight: InFlight) -> dict[str, AgentMemory]:
@@ -154,15 +182,38 @@ def _not_in_flight(removals: Iterable[RemoveOrphan], in_flight: InFlight) -> lis
     return [a for a in removals if orphan_key(a.kind, a.host, a.name) not in in_flight.orphans]
 
 
-def _decide(observed: Observed, config: Config, mem: Memory, now: float) -> Plan:
+@dataclass(frozen=True, slots=True)
+class Queue:
+    groups: Groups | None
+    routes: Routes
+    inferred: dict[int, str]
+
+
+def _left_launching(
+    ours: Ours, agents: Mapping[str, AgentMemory], pools: Mapping[str, PoolConfig]
+) -> dict[str, PoolCapacity]:
+    """Our nodes without container or agent that never connected: a launch in flight, or left by
+    a crash. Until they are removed they hold their pool's place, so that a build waiting for
+    one never gets a second node made for it."""
+    out: dict[str, PoolCapacity] = {}
+    for name in orphan_nodes(ours, agents):
+        pool = pools.get(ours.node_pools.get(name, ""))
+        node = ours.our_nodes[name]
+        if pool is not None and not node.temporarily_offline:
+            slots = len(node.executors) or pool.executors
+            out[pool.name] = out.get(pool.name, NO_CAPACITY) + PoolCapacity(1, 0, slots)
+    return out
+
+
+def _decide(observed: Observed, config: Config, mem: Memory, now: float, elapsed: float) -> Plan:
     pools = {pool.name: pool for pool in config.pools}
     in_flight = observed.in_flight
     launching = _launching(in_flight)
     known = {**launching, **mem.agents}
-    ours = what_is_ours(observed, config, known)
+    ours = what_is_ours(observed, config, replace(mem, agents=known))
     taken = frozenset(known) | frozenset(ours.nodes) | frozenset(ours.containers)
-    groups = _queue(observed, mem, now)
-    routes = route(groups or {}, config.pools)
+    queue = _queue(observed, config, ours, mem, now)
+    groups, routes = queue.groups, queue.routes
     wanted = frozenset(p.name for candidates in routes.values() for p in candidates)
     mem.agents.update(adopt(ours, pools, known, now))
     mem.hosts = host_health(observed.hosts, config, mem.hosts, now)
@@ -170,10 +221,13 @@ def _decide(observed: Observed, config: Config, mem: Memory, now: float) -> Plan
     for name in lost.forget:
         del mem.agents[name]
     draining = draining_hosts(config, mem.hosts)
-    agents = assess_agents(ours, pools, mem, wanted, draining, now, in_flight)
+    configured = frozenset(h.name for h in config.docker_hosts)
+    agents = assess_agents(ours, pools, mem, wanted, draining, now, in_flight, configured, elapsed)
     mem.agents = agents.memory
-    _forgive(mem, agents.recovered)
     known = {**launching, **mem.agents}
+    for pool_name, extra in _left_launching(ours, known, pools).items():
+        agents.capacity[pool_name] = agents.capacity[pool_name] + extra
+    _forgive(mem, agents.recovered)
     sweep = sweep_orphans(ours, pools, known, mem.orphan_seen, config.instance, now)
     mem.orphan_seen = sweep.orphan_seen
     images = {h.name: h.images for h in observed.hosts}
@@ -211,7 +265,13 @@ def _decide(observed: Observed, config: Config, mem: Memory, now: float) -> Plan
     warm, budget = warm_pool(ctx, budget)
     actions.extend(warm)
     actions.extend(_not_in_flight(excess_volumes(budget.free_volumes, pools), in_flight))
-    return Plan(actions=tuple(actions), unserved=tuple(unserved), demand=demand_counts(groups or {}))
+    return Plan(
+        actions=tuple(actions),
+        unserved=tuple(unserved),
+        demand=demand_counts(groups or {}),
+        inferred=queue.inferred,
+        neighbours=tuple(sorted(ours.neighbours)),
+    )
 
 
 def plan(observed: Observed, config: Config, memory: Memory, now: float) -> tuple[Plan, Memory]:
@@ -223,6 +283,10 @@ def plan(observed: Observed, config: Config, memory: Memory, now: float) -> tupl
     mem = copy_memory(memory)
     for pool in config.pools:
         mem.pools.setdefault(pool.name, PoolMemory())
+    # Time toward launch_timeout: monotonic, and only between passes that read Jenkins.
+    ticks = observed.ticks if observed.ticks is not None else now
+    elapsed = max(0.0, ticks - mem.last_ticks) if mem.last_ticks is not None else 0.0
+    mem.last_ticks = ticks
     if observed.nodes is None:
         return Plan(actions=()), mem
-    return _decide(observed, config, mem, now), mem
+    return _decide(observed, config, mem, now, elapsed), mem

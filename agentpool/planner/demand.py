@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from agentpool.labels import Expr
 from agentpool.model import Node, Provision, QueueItem, Reason, Unserved, UnservedReason
 from agentpool.planner.launch import Blocked, Budget, Context, blocked, launch
-from agentpool.planner.routing import Groups, Routes, label_expr
+from agentpool.planner.routing import Groups, Routes, is_inferred, label_expr
 
 WHY_UNKNOWN = f"{UnservedReason.LABEL_UNKNOWN} (Jenkins hides labels while no agent node exists)"
 
@@ -82,7 +82,8 @@ def _start_for(
                 if index == 0:
                     why = refused
                 break
-            detail = f"{waiting} item(s) wait for {label or '(no label)'}"
+            what = f"an inferred label {label}" if is_inferred(label) else label or "(no label)"
+            detail = f"{waiting} item(s) wait for {what}"
             action, budget = launch(ctx, pool, budget, Reason.DEMAND, detail, needed_since=needed_since)
             actions.append(action)
             capacity, used = budget.pools[pool.name].use_starting(waiting)
@@ -101,7 +102,9 @@ def serve(ctx: Context, groups: Groups, routes: Routes, foreign: Foreign, budget
     )
     for label, items in ordered:
         waiting = len(items)
-        expr = label_expr(label) if label else None
+        inferred = is_inferred(label)
+        # Only the named node satisfies an inferred expression: no other node's executor serves it.
+        expr = label_expr(label) if label and not inferred else None
         if expr is not None:
             foreign, waiting = _use_foreign(expr, foreign, waiting)
         budget, waiting = _use_existing([p.name for p in routes[label]], budget, waiting)
@@ -109,7 +112,20 @@ def serve(ctx: Context, groups: Groups, routes: Routes, foreign: Foreign, budget
         actions.extend(started)
         if waiting:
             rest = items[len(items) - waiting :]
-            unserved.extend(Unserved(i.id, i.task_name, label, why.why, why.reason) for i in rest)
+            if inferred:
+                unserved.extend(
+                    Unserved(
+                        i.id,
+                        i.task_name,
+                        label,  # the demand key `(like ‘N’)`: no expression is known
+                        f"{why.why} (label inferred from ‘{i.node}’)",
+                        why.reason,
+                        True,
+                    )
+                    for i in rest
+                )
+            else:
+                unserved.extend(Unserved(i.id, i.task_name, label, why.why, why.reason) for i in rest)
     return Served(tuple(actions), tuple(unserved), budget)
 
 

@@ -40,6 +40,10 @@ def copy_memory(memory: Memory) -> Memory:
         orphan_seen=dict(memory.orphan_seen),
         item_first_seen=dict(memory.item_first_seen),
         item_labels=dict(memory.item_labels),
+        item_refused=dict(memory.item_refused),
+        daemon_id=memory.daemon_id,
+        boot=memory.boot,
+        last_ticks=memory.last_ticks,
     )
 
 
@@ -53,6 +57,7 @@ def record_provisioned(memory: Memory, action: Provision, now: float, volume: st
         launched_at=now,
         volume=volume if volume is not None else (action.lease_volume or f"{action.agent}-docker"),
         needed_since=action.needed_since,
+        waited=0.0,
     )
     return out
 

@@ -16,7 +16,6 @@ from agentpool.model import AgentMemory, Reason, RemoveOrphan, ResourceKind, Vol
 from agentpool.planner.assess import ORPHAN_GRACE
 from agentpool.planner.launch import FreeVolumes
 from agentpool.planner.memory import orphan_key
-from agentpool.planner.names import agent_pattern
 from agentpool.planner.ownership import Ours
 
 
@@ -36,6 +35,7 @@ class _Candidate:
     age: float | None  # None: unknown, counted from when it was first seen orphaned
     grace: float
     detail: str
+    at_once: bool = False  # left by an earlier run: no launch of ours can be in flight
 
 
 def _grace(pools: Mapping[str, PoolConfig], pool_name: str) -> float:
@@ -50,20 +50,31 @@ def _candidates(
     for agent, c in [*ours.containers.items(), *((c.agent or c.name, c) for c in ours.extra_containers)]:
         if agent in agents and ours.containers.get(agent) is c:
             continue
+        node = ours.nodes.get(agent)
+        if node is not None and (node.busy or not node.offline):
+            continue  # its agent is connected (whoever's node it is): removing it would kill a build
         detail = f"container {c.name} has no node"
+        # Its node precedes it in a launch: gone, it was deleted, and an earlier run's container
+        # without one can never connect again (a crash between deleting the node and the container).
+        earlier = bool(c.boot) and c.boot != ours.boot and node is None
+        if earlier:
+            detail += " (left by an earlier run)"
+        grace = _grace(pools, c.pool)
         found.append(
             _Candidate(
-                ResourceKind.CONTAINER, c.host, c.id, c.pool, now - c.created, _grace(pools, c.pool), detail
+                ResourceKind.CONTAINER, c.host, c.id, c.pool, now - c.created, grace, detail, at_once=earlier
             )
         )
     if ours.all_hosts_reachable:
-        pattern = agent_pattern(instance)
-        for name in ours.our_nodes:
-            if name in agents or name in ours.containers:
-                continue
-            m = pattern.match(name)
-            grace = _grace(pools, m.group("pool") if m else "")
-            found.append(_Candidate(ResourceKind.NODE, "", name, "", None, grace, "node has no container"))
+        for name in orphan_nodes(ours, agents):
+            grace = _grace(pools, ours.node_pools.get(name, ""))
+            if name in ours.left_behind:
+                detail = "node left without its container by an earlier run"
+                found.append(_Candidate(ResourceKind.NODE, "", name, "", None, grace, detail, at_once=True))
+            else:
+                found.append(
+                    _Candidate(ResourceKind.NODE, "", name, "", None, grace, "node has no container")
+                )
     held = {(a.host, a.volume) for a in agents.values() if a.volume}
     for v in ours.volumes:
         if (v.host, v.name) in held or (
@@ -87,6 +98,16 @@ def _candidates(
     return found
 
 
+def orphan_nodes(ours: Ours, agents: Mapping[str, AgentMemory]) -> list[str]:
+    """Our nodes with neither agent nor container that may be removed: never a connected or
+    busy one, whoever connected it (Jenkins would abort its build)."""
+    return [
+        name
+        for name, node in ours.our_nodes.items()
+        if name not in agents and name not in ours.containers and not node.busy and node.offline
+    ]
+
+
 def sweep_orphans(
     ours: Ours,
     pools: Mapping[str, PoolConfig],
@@ -104,6 +125,9 @@ def sweep_orphans(
         key = orphan_key(c.kind, c.host, c.name)
         first = orphan_seen.get(key)
         seen[key] = first if first is not None else now
+        if c.at_once:
+            actions.append(RemoveOrphan(c.kind, c.host, c.name, Reason.ORPHAN, c.detail))
+            continue
         if first is None:
             continue  # seen orphaned once: wait for a second pass
         age = now - first if c.age is None else c.age

@@ -1,9 +1,11 @@
 """What is ours: the agents, nodes and volumes of this instance in one observation.
 
 An observation holds everything the backends and Jenkins showed; only what carries this
-instance's prefix (and, for nodes, a name of its pattern or a known agent) is ours. After
-a restart memory is empty, and the agents are adopted from what has both an agent resource
-(container) and a node.
+instance's prefix is ours. A node is ours by the marker this daemon writes in its
+description when it creates it (:func:`node_marker`: instance, daemon id, boot), never by
+its name alone: a look-alike node connected from elsewhere, or another daemon's left at the
+same ``instance``, is never touched. After a restart memory is empty, and the agents are
+adopted from what has both an agent resource (container) and a node of ours.
 """
 
 from __future__ import annotations
@@ -12,8 +14,30 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from agentpool.config import Config, PoolConfig
-from agentpool.model import AgentMemory, AgentResource, Node, Observed, Volume
+from agentpool.model import AgentMemory, AgentResource, Memory, Node, Observed, Volume
 from agentpool.planner.names import agent_pattern
+
+MARKER_PREFIX = "agentpool:"
+
+
+def node_marker(instance: str, daemon_id: str, boot: str = "") -> str:
+    """The first word of the description of every node agentpool creates: who made it, when.
+
+    ``daemon_id`` is stable per installation (kept in the state directory); ``boot`` changes
+    with every start, so that a node left by an earlier run is told from a launch in flight.
+    """
+    return f"{MARKER_PREFIX}{instance}:{daemon_id}" + (f":{boot}" if boot else "")
+
+
+def read_marker(node: Node) -> tuple[str, str, str] | None:
+    """(instance, daemon id, boot) of an agentpool node's marker; None for any other node."""
+    word = node.description.split(maxsplit=1)[0] if node.description.strip() else ""
+    if not word.startswith(MARKER_PREFIX):
+        return None
+    parts = word[len(MARKER_PREFIX) :].split(":")
+    if len(parts) < 2 or not parts[0]:
+        return None
+    return parts[0], parts[1], parts[2] if len(parts) > 2 else ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -25,11 +49,16 @@ class Ours:
     volumes: tuple[Volume, ...]
     nodes: Mapping[str, Node]  # every node Jenkins reported, ours or not
     our_nodes: Mapping[str, Node]
+    node_pools: Mapping[str, str]  # our node -> its pool
+    left_behind: frozenset[str]  # our nodes made by an earlier run of this daemon
+    neighbours: frozenset[str]  # daemon ids of other daemons at our instance on this controller
+    boot: str  # this run of the daemon (Memory.boot)
     reachable: frozenset[str]  # hosts that answered
     all_hosts_reachable: bool
 
 
-def what_is_ours(observed: Observed, config: Config, agents: Mapping[str, AgentMemory]) -> Ours:
+def what_is_ours(observed: Observed, config: Config, memory: Memory) -> Ours:
+    agents = memory.agents
     prefix = f"{config.instance}-"
     containers: dict[str, AgentResource] = {}
     extra: list[AgentResource] = []
@@ -49,19 +78,40 @@ def what_is_ours(observed: Observed, config: Config, agents: Mapping[str, AgentM
         volumes.extend(v for v in view.volumes if v.name.startswith(prefix))
     nodes = {n.name: n for n in observed.nodes or ()}
     pattern = agent_pattern(config.instance)
-    known_pools = {p.name for p in config.pools} | {a.pool for a in agents.values()}
-    known_pools |= {c.pool for c in containers.values()}
     our_nodes: dict[str, Node] = {}
+    node_pools: dict[str, str] = {}
+    left_behind: set[str] = set()
+    neighbours: set[str] = set()
     for name, node in nodes.items():
-        m = pattern.match(name)
-        if name in agents or name in containers or (m and m.group("pool") in known_pools):
-            our_nodes[name] = node
+        marker = read_marker(node)
+        if marker is None and node.description.startswith(f"agentpool {config.instance}: "):
+            # made before nodes carried the marker (an upgrade): ours, from an earlier run
+            marker = (config.instance, memory.daemon_id, "")
+        mine = marker is not None and marker[:2] == (config.instance, memory.daemon_id)
+        if marker is not None and marker[0] == config.instance and not mine:
+            neighbours.add(marker[1])
+            continue
+        if not mine and name not in agents:
+            continue
+        our_nodes[name] = node
+        if name in agents:
+            node_pools[name] = agents[name].pool
+        elif name in containers:
+            node_pools[name] = containers[name].pool
+        elif m := pattern.match(name):
+            node_pools[name] = m.group("pool")
+        if mine and marker is not None and marker[2] != memory.boot and name not in agents:
+            left_behind.add(name)
     return Ours(
         containers=containers,
         extra_containers=tuple(extra),
         volumes=tuple(volumes),
         nodes=nodes,
         our_nodes=our_nodes,
+        node_pools=node_pools,
+        left_behind=frozenset(left_behind),
+        neighbours=frozenset(neighbours),
+        boot=memory.boot,
         reachable=reachable,
         all_hosts_reachable=all(h.name in reachable for h in config.docker_hosts),
     )
@@ -78,15 +128,18 @@ def adopt(
         if name in agents or node is None:
             continue
         pool = pools.get(container.pool)
-        connected = not node.offline or node.busy
+        connected = not node.offline or node.busy or node.temporarily_offline
+        # A one-shot agent's build is recorded in Jenkins by our cordon (taken offline). One
+        # found connected and idle without that record may have run a build unseen before a
+        # crash: only one that never connected is trusted as fresh.
+        used = pool is not None and pool.one_shot and connected and not node.busy
         adopted[name] = AgentMemory(
             name=name,
             pool=container.pool,
             host=container.host,
             launched_at=container.created,
             online_at=now if connected else None,
-            # a one-shot agent found idle and offline has done its build (we cordoned it)
-            builds_started=1 if pool and pool.one_shot and node.temporarily_offline else 0,
+            builds_started=1 if used else 0,
             volume=container.volume or held.get((container.host, name), ""),
         )
     return adopted

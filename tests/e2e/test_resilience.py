@@ -183,9 +183,11 @@ def test_orphans_are_removed_after_two_passes_and_the_grace_period(
     docker_client.volumes.create(
         f"{instance}-dind-0bad02-docker", labels={**labels, LABEL_AGENT: f"{instance}-dind-0bad02"}
     )
+    marker = f"agentpool:{instance}:{engine.memory.daemon_id}:{engine.memory.boot}"  # ours, this run
     jenkins_client.create_node(
         f"{instance}-dind-0bad03",
         numExecutors=1,
+        nodeDescription=f"{marker} docker-in-docker agent of pool dind",
         labels="docker linux",
         exclusive=True,
         launcher=jenkins.LAUNCHER_JNLP,

@@ -517,6 +517,8 @@ def systemd_host() -> Iterator[SystemdHost]:
         # `install -m 0600 /dev/stdin /etc/agentpool/jenkins.token <<<'TOKEN'`, the token on
         # stdin rather than in a command line.
         host.write("/etc/agentpool/jenkins.token", token + "\n", mode="0600")
+        # A team's controller has jobs; doctor proves Job/Read by the jobs the account sees.
+        host.jenkins().create_job("doctor-sees-me", controller_module().freestyle_config("docker", "true"))
         doctor = host.run(
             "/opt/agentpool/venv/bin/agentpool",
             "doctor",

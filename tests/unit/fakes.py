@@ -204,6 +204,7 @@ class FakeNode:
     busy: int = 0  # executors running a build
     connected: bool = True
     history: list[str] = field(default_factory=list)  # "offline" / "online" toggles, in order
+    description: str = ""
 
 
 class FakeJenkins(Switches):
@@ -213,6 +214,8 @@ class FakeJenkins(Switches):
         super().__init__(JenkinsError)
         self.nodes: dict[str, FakeNode] = {}
         self.queue: list[QueueItem] = []  # what read_queue answers
+        # nodes an admin (or a monitor) brings back online right after they are taken offline
+        self.racing: set[str] = set()
 
     def read_nodes(self) -> tuple[Node, ...]:
         self._enter("read_nodes")
@@ -240,7 +243,7 @@ class FakeJenkins(Switches):
         self._enter("create_node")
         if name in self.nodes:
             raise JenkinsError(ErrorKind.CONFLICT, f"create node {name}: already exists")
-        self.nodes[name] = FakeNode(name, labels, executors)
+        self.nodes[name] = FakeNode(name, labels, executors, description=description)
 
     def agent_secret(self, name: str, /) -> str:
         self._enter("agent_secret")
@@ -252,6 +255,9 @@ class FakeJenkins(Switches):
         if node.temporarily_offline != offline:
             node.temporarily_offline = offline
             node.history.append("offline" if offline else "online")
+        if offline and name in self.racing:
+            node.temporarily_offline = False
+            node.history.append("online")
         return self._node(node)
 
     def delete_node(self, name: str, /) -> None:
@@ -268,4 +274,5 @@ class FakeJenkins(Switches):
     def _node(n: FakeNode) -> Node:
         executors = tuple(Executor(idle=i >= n.busy) for i in range(n.executors))
         offline = n.temporarily_offline or not n.connected
-        return Node(n.name, frozenset([*n.labels, n.name]), offline, n.temporarily_offline, "", executors)
+        labels = frozenset([*n.labels, n.name])
+        return Node(n.name, labels, offline, n.temporarily_offline, "", executors, n.description)

@@ -19,9 +19,12 @@ from agentpool.model import (
     QueueItem,
     Volume,
 )
+from agentpool.planner.ownership import node_marker
 
 INSTANCE = "ap"
 T0 = 1_000_000.0
+# Memory() is daemon "" at boot "": our nodes carry this marker in their description.
+OURS = node_marker(INSTANCE, "")
 
 
 def config(*pools: dict[str, Any], hosts: list[dict[str, Any]] | None = None, **top: Any) -> Config:
@@ -66,7 +69,9 @@ def node(
     busy: int = 0,
     executors: int = 1,
     temp_offline: bool = False,
+    description: str | None = None,
 ) -> Node:
+    """A node; one named like our agents carries our marker unless ``description`` says otherwise."""
     execs = tuple(
         Executor(idle=i >= busy, build_url=None if i >= busy else f"job/x/{i}/") for i in range(executors)
     )
@@ -77,6 +82,7 @@ def node(
         temporarily_offline=temp_offline,
         offline_reason="",
         executors=execs,
+        description=(OURS if name.startswith(f"{INSTANCE}-") else "") if description is None else description,
     )
 
 

@@ -16,7 +16,7 @@ import jenkins
 import pytest
 
 from agentpool.adapters.jenkins import JenkinsAdapter
-from agentpool.errors import JenkinsError
+from agentpool.errors import ErrorKind, JenkinsError
 from agentpool.model import ItemKind
 from agentpool_testing.jenkins import Controller, freestyle_config, pipeline_config
 
@@ -59,14 +59,15 @@ def test_node_life_cycle(adapter: JenkinsAdapter, controller: Controller) -> Non
         make_agent(adapter, "ap-dind-000001", ["docker", "linux"])
     assert caught.value.kind == "conflict" and "already exists" in str(caught.value)
     (node,) = adapter.read_nodes()
-    assert node.name == "ap-dind-000001"
+    assert node.name == "ap-dind-000001" and node.description == "test"
     assert node.labels == {"ap-dind-000001", "docker", "linux"}
     assert node.offline and not node.temporarily_offline and not node.busy
     assert adapter.agent_secret("ap-dind-000001") == controller.secret("ap-dind-000001")
     node = adapter.set_temporarily_offline("ap-dind-000001", True, "agentpool: reaping")
     assert node.temporarily_offline and node.offline_reason == "agentpool: reaping"
     node = adapter.set_temporarily_offline("ap-dind-000001", True, "again")  # no flip back
-    assert node.temporarily_offline
+    assert node.temporarily_offline and node.offline_reason == "again"
+    assert controller.request_counts.get("POST /computer/{name}/toggleOffline", 0) == 0
     assert not adapter.set_temporarily_offline("ap-dind-000001", False).temporarily_offline
     adapter.delete_node("ap-dind-000001")
     adapter.delete_node("ap-dind-000001")  # gone already counts as deleted
@@ -74,6 +75,7 @@ def test_node_life_cycle(adapter: JenkinsAdapter, controller: Controller) -> Non
 
 
 def test_queue_labels_for_freestyle_and_pipeline(adapter: JenkinsAdapter, client: jenkins.Jenkins) -> None:
+    adapter.scripts_allowed = False  # what `why` and labelExpression tell, without /scriptText
     client.create_job("free", freestyle_config("docker && linux", quiet_period=0))
     client.create_job("pipe", pipeline_config("node('docker && linux') { sh 'true' }", quiet_period=0))
     client.create_job("quiet", freestyle_config("docker", quiet_period=60))
@@ -96,6 +98,62 @@ def test_queue_labels_for_freestyle_and_pipeline(adapter: JenkinsAdapter, client
     items = adapter.read_queue(adapter.read_nodes())
     pipeline = next(i for i in items if "pipe #1" in i.task_name)
     assert pipeline.label == "docker&&linux"
+
+
+def queue_pipeline(client: jenkins.Jenkins, adapter: JenkinsAdapter, label: str) -> None:
+    client.create_job("pipe", pipeline_config(f"node('{label}') {{ sh 'true' }}", quiet_period=0))
+    client.build_job("pipe")
+    deadline = time.monotonic() + 10
+    while not any("pipe #1" in i.task_name for i in adapter.read_queue(adapter.read_nodes())):
+        assert time.monotonic() < deadline, "the Pipeline item never queued"
+        time.sleep(0.1)
+
+
+def test_exact_labels_through_script_text_with_overall_administer(
+    adapter: JenkinsAdapter, client: jenkins.Jenkins, controller: Controller
+) -> None:
+    make_agent(adapter, "static-1", ["docker", "linux", "ubuntu-22"])
+    queue_pipeline(client, adapter, "docker")
+    # why names static-1 (the one node `docker` matches); the script console tells the truth
+    controller.reset_counts()
+    [item] = [i for i in adapter.read_queue(adapter.read_nodes()) if "pipe #1" in i.task_name]
+    assert "static-1" in item.why and (item.label, item.exact, item.node) == ("docker", True, None)
+    assert adapter.scripts_allowed is True
+    assert controller.request_counts["POST /scriptText"] == 1 and sum(controller.request_counts.values()) == 3
+
+
+def test_without_administer_script_text_is_tried_once_and_never_required(
+    controller: Controller, client: jenkins.Jenkins
+) -> None:
+    perms = ["Overall/Read", "Job/Read", "Agent/Create", "Agent/Delete", "Agent/Connect", "Agent/Disconnect"]
+    controller.add_user("svc", "svc-token", perms)
+    adapter = JenkinsAdapter(controller.url, "svc", "svc-token", timeout=5)
+    make_agent(adapter, "static-1", ["docker", "linux"])
+    queue_pipeline(client, adapter, "docker")
+    assert adapter.scripts_allowed is False
+    controller.reset_counts()
+    for _ in range(3):
+        [item] = [i for i in adapter.read_queue(adapter.read_nodes()) if "pipe #1" in i.task_name]
+        assert (item.label, item.node) == (None, "static-1")
+    assert "POST /scriptText" not in controller.request_counts
+    assert sum(controller.request_counts.values()) == 6
+
+
+def test_a_failing_script_console_costs_the_exact_labels_not_the_pass(
+    adapter: JenkinsAdapter, client: jenkins.Jenkins, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    make_agent(adapter, "static-1", ["docker", "linux"])
+    adapter.scripts_allowed = False
+    queue_pipeline(client, adapter, "docker")
+
+    def broken() -> dict[int, str] | None:
+        raise JenkinsError(ErrorKind.SERVER_ERROR, "read exact labels: HTTP 500")
+
+    monkeypatch.setattr(adapter, "exact_labels", broken)
+    adapter.scripts_allowed = None
+    [item] = [i for i in adapter.read_queue(adapter.read_nodes()) if "pipe #1" in i.task_name]
+    assert (item.label, item.node) == (None, "static-1")
+    assert adapter.scripts_allowed is None  # asked again on a later pass
 
 
 def test_a_pass_reads_jenkins_in_two_requests(adapter: JenkinsAdapter, controller: Controller) -> None:

@@ -339,6 +339,10 @@ def test_copy_memory_covers_every_field() -> None:
         "orphan_seen",
         "item_first_seen",
         "item_labels",
+        "item_refused",
+        "daemon_id",
+        "boot",
+        "last_ticks",
     ]
     mem = memory(known(A1, idle_since=T0), pools={"dind": PoolMemory(3, T0, True)})
     mem.orphan_seen["node:x"] = T0
@@ -346,6 +350,8 @@ def test_copy_memory_covers_every_field() -> None:
     mem.item_labels[1] = "docker"
     mem.hosts["h1"] = HostMemory(unreachable_since=T0, last_error="down", draining=True)
     mem.cooldowns[("h1", "dind")] = Cooldown(2, T0 + 20, T0, "refused")
+    mem.item_refused[1] = frozenset({"dind"})
+    mem.daemon_id, mem.boot = "d1", "b1"
     out = copy_memory(mem)
     assert out == mem and out.agents[A1] is not mem.agents[A1] and out.pools["dind"] is not mem.pools["dind"]
     assert (

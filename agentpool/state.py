@@ -1,0 +1,114 @@
+"""What survives a restart: this installation's daemon id and the pools being drained.
+
+Everything else agentpool knows is rebuilt from what Jenkins and the backends show. The
+daemon id goes into the marker of every node it creates (``agentpool:<instance>:<id>``), so
+two daemons left at the same ``instance`` on one controller tell their nodes apart; drain
+state must not be lost to a watchdog restart in the middle of maintenance. Files live in
+``<state_dir>/<instance>/`` and are written atomically (temporary file, fsync, rename).
+When the directory cannot be written, a warning is logged and the daemon goes on: the id
+is then derived from the host name and the directory (stable, but not unique if two
+daemons share both), and drain state lasts only until the next restart.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import secrets
+import socket
+import tempfile
+from pathlib import Path
+
+log = logging.getLogger("agentpool")
+
+DEFAULT_STATE_DIR = "/var/lib/agentpool"
+
+
+def default_state_dir() -> str:
+    """systemd's ``StateDirectory=`` (``$STATE_DIRECTORY``), else /var/lib/agentpool."""
+    return os.environ.get("STATE_DIRECTORY", "").split(":")[0] or DEFAULT_STATE_DIR
+
+
+def write_atomically(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as out:
+            out.write(text)
+            out.flush()
+            os.fsync(out.fileno())
+        Path(tmp).replace(path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+class State:
+    """The state directory of one instance."""
+
+    def __init__(self, state_dir: str, instance: str) -> None:
+        self.dir = Path(state_dir) / instance
+        self._warned = False
+
+    def _warn(self, what: str, exc: OSError) -> None:
+        if not self._warned:
+            log.warning(
+                "state directory not usable",
+                extra={
+                    "event": "state directory not usable",
+                    "path": str(self.dir),
+                    "what": what,
+                    "error": f"{type(exc).__name__}: {exc.strerror or exc}",
+                },
+            )
+            self._warned = True
+
+    def daemon_id(self) -> str:
+        """This installation's id: created once, then read back on every start."""
+        path = self.dir / "daemon-id"
+        try:
+            text = path.read_text(encoding="utf-8").strip()
+            if text:
+                return text
+        except FileNotFoundError:
+            pass
+        except OSError as exc:
+            self._warn("daemon id", exc)
+            return self._derived_id()
+        new = secrets.token_hex(4)
+        try:
+            write_atomically(path, new + "\n")
+        except OSError as exc:
+            self._warn("daemon id", exc)
+            return self._derived_id()
+        return new
+
+    def _derived_id(self) -> str:
+        seed = f"{socket.gethostname()}\0{self.dir}"
+        return "h" + hashlib.sha256(seed.encode()).hexdigest()[:7]
+
+    def draining(self) -> set[str]:
+        """The pools drained when the daemon last stopped."""
+        try:
+            data = json.loads((self.dir / "state.json").read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            return set()
+        except (OSError, ValueError) as exc:
+            if isinstance(exc, OSError):
+                self._warn("drain state", exc)
+            else:
+                log.warning(
+                    "state file unreadable, ignored",
+                    extra={"event": "state file unreadable", "path": str(self.dir / "state.json")},
+                )
+            return set()
+        pools = data.get("draining", []) if isinstance(data, dict) else []
+        return {str(p) for p in pools if isinstance(p, str)}
+
+    def save_draining(self, pools: set[str]) -> None:
+        try:
+            write_atomically(self.dir / "state.json", json.dumps({"draining": sorted(pools)}) + "\n")
+        except OSError as exc:
+            self._warn("drain state", exc)
