@@ -7,7 +7,8 @@ flight — and hands the actions to the executor, which performs them in the bac
 The daemon's passes do not wait for them (``wait=False``); ``once``, ``drain`` and tests do. The engine holds no state file: after a
 restart the planner adopts what it finds. When passes run, signals and reloads are the
 daemon's business (:mod:`agentpool.daemon`); metrics and sd_notify listen through
-:class:`agentpool.report.Hooks`.
+:class:`agentpool.report.Hooks`. What each finished action means for the memory is
+:mod:`agentpool.outcomes`; the ``status`` document is :mod:`agentpool.status`.
 
 Two clocks are injected: ``clock`` (wall time, epoch seconds) for what is compared with
 Jenkins' and the backends' timestamps or shown, and ``monotonic`` for durations.
@@ -20,33 +21,28 @@ import secrets
 import threading
 import time
 from collections.abc import Callable
-from typing import Any, assert_never
+from typing import Any
 
-from agentpool import planner
+from agentpool import outcomes, planner
 from agentpool.backend import Backend, JenkinsPort
 from agentpool.config import Config, DockerHostConfig
 from agentpool.errors import ErrorKind, ExternalError, System
 from agentpool.executor import Executor
 from agentpool.hostimages import ImageKeeper
-from agentpool.hoststatus import host_status
 from agentpool.logs import register_secret
 from agentpool.model import (
     NOTHING_IN_FLIGHT,
-    AgentMemory,
-    CompleteLaunch,
-    Cordon,
     HostView,
     InFlight,
     Memory,
     Node,
     Observed,
-    Provision,
-    Reap,
-    RemoveOrphan,
 )
+from agentpool.outcomes import decision as decision  # the daemon logs its decisions through it
 from agentpool.planner.ownership import node_marker
 from agentpool.report import Hooks, Outcome, PassReport
 from agentpool.state import State, default_state_dir
+from agentpool.status import status as status_document
 
 log = logging.getLogger("agentpool")
 
@@ -57,11 +53,6 @@ DRAIN_MARGIN = 20.0
 Clock = Callable[[], float]
 BackendFactory = Callable[[DockerHostConfig], Backend]
 JenkinsFactory = Callable[[Config], JenkinsPort]
-
-
-def decision(event: str, level: int = logging.INFO, /, **fields: object) -> None:
-    """One log line per decision: the event as the message, its facts as fields (key=value or JSON)."""
-    log.log(level, event, extra={"event": event, **fields})
 
 
 def docker_backend(host: DockerHostConfig) -> Backend:
@@ -213,7 +204,7 @@ class Engine:
             finished, in_flight = self._collect()
             observed = self.observe(in_flight, ticks)
             plan, memory = planner.plan(observed, self.config, self.memory, self.clock())
-            self._log_new_online(self.memory, memory)
+            outcomes.log_new_online(self.memory, memory, self.hooks)
             report = PassReport(started=started, duration=0.0, observed=observed, plan=plan)
             # Without execute (`status` with no daemon running) the memory still adopts what
             # was observed, so the agents can be shown; nothing is done about them.
@@ -232,7 +223,9 @@ class Engine:
             report.duration = self.monotonic() - ticks
             if report.ok:
                 self.last_success = self.clock()
-            self._report_neighbours(plan.neighbours)
+            self._neighbours = outcomes.report_neighbours(
+                self._neighbours, plan.neighbours, self.config.instance, self.memory.daemon_id
+            )
             self.last_report = report
             self._drop_retired()
             self.hooks.pass_done(report, self.memory, self.config)
@@ -245,180 +238,32 @@ class Engine:
             self._apply(outcome)
         return finished, in_flight
 
-    def _report_neighbours(self, neighbours: tuple[str, ...]) -> None:
-        """Another daemon at our instance on this controller: logged once per daemon id."""
-        for other in sorted(set(neighbours) - self._neighbours):
-            decision(
-                "second daemon",
-                logging.WARNING,
-                instance=self.config.instance,
-                daemon_id=self.memory.daemon_id,
-                other=other,
-                detail="nodes of another agentpool daemon at this instance; neither removes the "
-                "other's, but give each daemon its own `instance`",
-            )
-        if neighbours or self._neighbours:
-            self._neighbours = frozenset(neighbours)
-
-    def _log_new_online(self, before: Memory, after: Memory) -> None:
-        for name, agent in after.agents.items():
-            previous = before.agents.get(name)
-            if agent.online_at is not None and (previous is None or previous.online_at is None):
-                waited = agent.online_at - (agent.needed_since or agent.launched_at)
-                decision("online", agent=name, pool=agent.pool, host=agent.host, waited=round(waited, 1))
-                if previous is not None:
-                    self.hooks.agent_online(agent.pool, max(0.0, waited))
-
     # -- outcomes --------------------------------------------------------------------------
 
     def _apply(self, outcome: Outcome) -> None:
-        action = outcome.action
-        now = self.clock()
-        if not outcome.ok and outcome.error_system is not None and outcome.error_kind is not None:
-            self.hooks.api_error(outcome.error_system, outcome.error_kind)
-        match action:
-            case Provision():
-                self._provisioned(action, outcome, now)
-            case Reap():
-                self._reaped(action, outcome, now)
-            case Cordon():
-                where = {"agent": action.agent, "pool": action.pool, "reason": action.reason.value}
-                if outcome.ok:
-                    decision("cordoned", **where, detail=action.detail)
-                else:
-                    decision("cordon failed", logging.WARNING, **where, error=outcome.error)
-            case CompleteLaunch():
-                where = {"agent": action.agent, "pool": action.pool, "host": action.host}
-                if outcome.ok:
-                    decision("launch completed", **where, reason=action.reason.value, detail=action.detail)
-                else:
-                    decision("launch completion failed", logging.WARNING, **where, error=outcome.error)
-            case RemoveOrphan():
-                self._orphan_removed(action, outcome)
-            case _:
-                assert_never(action)
-        self.hooks.outcome(outcome, self.memory, now)
-
-    def _provisioned(self, action: Provision, outcome: Outcome, now: float) -> None:
-        where = {"agent": action.agent, "pool": action.pool, "host": action.host}
-        if outcome.ok:
-            self.memory = planner.record_provisioned(self.memory, action, now, volume=outcome.volume)
-            decision("provisioned", **where, reason=action.reason.value, detail=action.detail)
-            return
-        on_host = action.host if outcome.error_system is System.DOCKER else None
-        self.memory = planner.record_launch_failure(
-            self.memory, action.pool, now, host=on_host, error=outcome.error, planned_at=action.planned_at
-        )
-        decision("launch failed", logging.WARNING, **where, error=outcome.error, **_tail(outcome))
-        self._log_backoff(action.pool, now, on_host)
-        self.executor.forget_agent(action.agent)
-
-    def _reaped(self, action: Reap, outcome: Outcome, now: float) -> None:
-        where = {"agent": action.agent, "pool": action.pool, "reason": action.reason.value}
-        if not outcome.ok:
-            decision("reap failed", logging.WARNING, **where, error=outcome.error)
-            return
-        if not outcome.removed:
-            decision("kept", **where, detail="a build arrived while it was being reaped; back online")
-            return
-        self.memory = planner.record_reaped(self.memory, action.agent)
-        decision("reaped", **where, detail=action.detail, **_tail(outcome))
-        if action.count_launch_failure:
-            self.memory = planner.record_launch_failure(
-                self.memory,
-                action.pool,
-                now,
-                host=action.host,
-                error=action.detail,
-                planned_at=action.planned_at,
-            )
-            self._log_backoff(action.pool, now, action.host)
-        self.executor.forget_agent(action.agent)
-
-    def _orphan_removed(self, action: RemoveOrphan, outcome: Outcome) -> None:
-        where = {"kind": action.kind.value, "resource": action.name, "host": action.host}
-        where["reason"] = action.reason.value
-        if outcome.ok and not outcome.removed:
-            decision("removal undone", **where, detail="it connected or took a build meanwhile")
-        elif outcome.ok:
-            key = planner.orphan_key(action.kind, action.host, action.name)
-            self.memory = planner.record_orphan_removed(self.memory, key)
-            decision("removed", **where, detail=action.detail, **_tail(outcome))
-        else:
-            decision("removal failed", logging.WARNING, **where, error=outcome.error)
-
-    def _log_backoff(self, pool: str, now: float, host: str | None = None) -> None:
-        pool_config = self.config.pool(pool)
-        if host is not None:
-            if pool_config is not None:
-                self.images.launch_failed(host, pool_config.image)
-            cooldown = self.memory.cooldowns[(host, pool)]
-            seconds = round(cooldown.until - now)
-            decision(
-                "cooldown", logging.WARNING, host=host, pool=pool, seconds=seconds, failures=cooldown.failures
-            )
-            return
-        state = self.memory.pools[pool]
-        decision(
-            "backoff",
-            logging.WARNING,
-            pool=pool,
-            seconds=round(state.backoff_until - now),
-            failures=state.consecutive_failures,
+        self.memory = outcomes.fold(
+            self.memory,
+            outcome,
+            self.clock(),
+            config=self.config,
+            hooks=self.hooks,
+            images=self.images,
+            forget=self.executor.forget_agent,
         )
 
     # -- status ----------------------------------------------------------------------------
 
     def status(self) -> dict[str, Any]:
         """The JSON `agentpool status` prints (and the daemon serves on /status)."""
-        report = self.last_report
-        now = self.clock()
-        nodes = {n.name: n for n in (report.observed.nodes or ())} if report else {}
-        agents = [
-            self._agent_status(agent, nodes.get(name), now)
-            for name, agent in sorted(self.memory.agents.items())
-        ]
-        plan = report.plan if report else None
-        return {
-            "instance": self.config.instance,
-            "last_pass": report.started if report else None,
-            "last_success": self.last_success,
-            "error": report.error if report else "",
-            "agents": agents,
-            "demand": dict(plan.demand) if plan else {},
-            "unserved": [
-                {"item": u.item_id, "task": u.task_name, "label": u.label, "why": u.why}
-                | ({"label_inferred": True} if u.inferred else {})
-                for u in (plan.unserved if plan else ())
-            ],
-            "labels_inferred": {str(item): how for item, how in (plan.inferred if plan else {}).items()},
-            "daemon_id": self.memory.daemon_id,
-            "neighbours": list(plan.neighbours) if plan else [],
-            "retired_hosts": sorted(self.retired),
-            "pools": {
-                name: {
-                    "draining": mem.draining,
-                    "backoff_until": mem.backoff_until,
-                    "consecutive_failures": mem.consecutive_failures,
-                }
-                for name, mem in self.memory.pools.items()
-            },
-            "hosts": host_status(self.config, self.memory, report, self.images.states(), now),
-        }
-
-    def _agent_status(self, agent: AgentMemory, node: Node | None, now: float) -> dict[str, Any]:
-        pool_memory = self.memory.pools.get(agent.pool)
-        host_memory = self.memory.hosts.get(agent.host)
-        draining = bool(pool_memory and pool_memory.draining) or bool(host_memory and host_memory.draining)
-        state = planner.agent_state(agent, node, draining)
-        return {
-            "name": agent.name,
-            "pool": agent.pool,
-            "host": agent.host,
-            "state": state.value,
-            "age": round(now - agent.launched_at, 1),
-            "idle": round(now - agent.idle_since, 1) if agent.idle_since is not None else None,
-        }
+        return status_document(
+            self.config,
+            self.memory,
+            self.last_report,
+            self.last_success,
+            self.retired,
+            self.images.states(),
+            self.clock(),
+        )
 
     def set_draining(self, pool: str | None, draining: bool) -> list[str]:
         names = [p.name for p in self.config.pools if pool is None or p.name == pool]
@@ -442,7 +287,3 @@ class Engine:
 
     def agents_of(self, pools: list[str]) -> int:
         return sum(1 for a in self.memory.agents.values() if a.pool in pools)
-
-
-def _tail(outcome: Outcome) -> dict[str, str]:
-    return {"log_tail": outcome.log_tail} if outcome.log_tail else {}

@@ -205,6 +205,30 @@ def _left_launching(
     return out
 
 
+def _demand(
+    ctx: Context, queue: Queue, ours: Ours, budget: Budget, alive: bool, in_flight: InFlight
+) -> tuple[list[Action], list[Unserved]]:
+    """The last phases, on what the budget has left: serve waiting items (probing for unlabelled
+    ones; ``alive`` says some agent of ours remains), top up the warm pool, remove excess volumes."""
+    actions: list[Action] = []
+    unserved: list[Unserved] = []
+    groups = queue.groups
+    if groups is not None:
+        served = serve(ctx, groups, queue.routes, foreign_slots(ours.nodes, ours.our_nodes), budget)
+        actions.extend(served.actions)
+        unserved.extend(served.unserved)
+        budget = served.budget
+        if groups.get(None):
+            probed = probe(ctx, groups[None], budget, not ours.nodes, not alive)
+            actions.extend(probed.actions)
+            unserved.extend(probed.unserved)
+            budget = probed.budget
+    warm, budget = warm_pool(ctx, budget)
+    actions.extend(warm)
+    actions.extend(_not_in_flight(excess_volumes(budget.free_volumes, ctx.pools), in_flight))
+    return actions, unserved
+
+
 def _decide(observed: Observed, config: Config, mem: Memory, now: float, elapsed: float) -> Plan:
     pools = {pool.name: pool for pool in config.pools}
     in_flight = observed.in_flight
@@ -213,8 +237,7 @@ def _decide(observed: Observed, config: Config, mem: Memory, now: float, elapsed
     ours = what_is_ours(observed, config, replace(mem, agents=known))
     taken = frozenset(known) | frozenset(ours.nodes) | frozenset(ours.containers)
     queue = _queue(observed, config, ours, mem, now)
-    groups, routes = queue.groups, queue.routes
-    wanted = frozenset(p.name for candidates in routes.values() for p in candidates)
+    wanted = frozenset(p.name for candidates in queue.routes.values() for p in candidates)
     mem.agents.update(adopt(ours, pools, known, now))
     mem.hosts = host_health(observed.hosts, config, mem.hosts, now)
     lost = lost_agents(mem.agents, ours.nodes, mem.hosts, config.host_lost_after, now)
@@ -250,25 +273,12 @@ def _decide(observed: Observed, config: Config, mem: Memory, now: float, elapsed
         *lost.actions,
         *_not_in_flight(sweep.actions, in_flight),
     ]
-    unserved: list[Unserved] = []
-    if groups is not None:
-        served = serve(ctx, groups, routes, foreign_slots(ours.nodes, ours.our_nodes), budget)
-        actions.extend(served.actions)
-        unserved.extend(served.unserved)
-        budget = served.budget
-        if groups.get(None):
-            alive = bool(launching) or any(name not in agents.gone for name in mem.agents)
-            probed = probe(ctx, groups[None], budget, not ours.nodes, not alive)
-            actions.extend(probed.actions)
-            unserved.extend(probed.unserved)
-            budget = probed.budget
-    warm, budget = warm_pool(ctx, budget)
-    actions.extend(warm)
-    actions.extend(_not_in_flight(excess_volumes(budget.free_volumes, pools), in_flight))
+    alive = bool(launching) or any(name not in agents.gone for name in mem.agents)
+    launches, unserved = _demand(ctx, queue, ours, budget, alive, in_flight)
     return Plan(
-        actions=tuple(actions),
+        actions=(*actions, *launches),
         unserved=tuple(unserved),
-        demand=demand_counts(groups or {}),
+        demand=demand_counts(queue.groups or {}),
         inferred=queue.inferred,
         neighbours=tuple(sorted(ours.neighbours)),
     )
