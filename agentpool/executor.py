@@ -6,7 +6,8 @@ A reap takes the node offline and re-reads its executors before removing anythin
 build that was assigned in the meantime is never killed. Nothing here raises: any
 exception, expected or not, is caught per action and goes through the action's undo path.
 
-Actions run in the background (:meth:`Executor.submit`), on lanes of worker threads:
+Actions run in the background (:meth:`Executor.submit`), on lanes of worker threads
+(the bookkeeping is :mod:`agentpool.lanes`):
 one lane per backend host for launches, bounded by its ``max_parallel_launches``, and one
 lane for everything else (reaps, cordons, orphan removals), so a container that is slow to
 stop never delays a launch. The engine collects finished outcomes and what is still in
@@ -17,21 +18,16 @@ flight for the same agent or resource is refused, never performed twice.
 from __future__ import annotations
 
 import logging
-import queue
-import threading
-import time
-from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
+from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, assert_never
 
-from agentpool.backend import AgentSpec, Backend, JenkinsPort
+from agentpool.agentspec import agent_labels, agent_spec
+from agentpool.backend import Backend, JenkinsPort
 from agentpool.errors import ErrorKind, ExternalError
+from agentpool.lanes import REMOVAL_WORKERS, Lanes, LaunchStats, action_key, in_flight_of
+from agentpool.leftovers import back_online, remove_orphan
 from agentpool.logs import forget_secret, register_secret
 from agentpool.model import (
-    LABEL_AGENT,
-    LABEL_BOOT,
-    LABEL_INSTANCE,
-    LABEL_POOL,
     Action,
     CompleteLaunch,
     Cordon,
@@ -42,14 +38,20 @@ from agentpool.model import (
     RemoveOrphan,
     ResourceKind,
 )
-from agentpool.planner.memory import orphan_key
 from agentpool.report import Outcome
-from agentpool.security import host_config_fields, host_config_kwargs
 
 if TYPE_CHECKING:
-    from agentpool.config import Config, PoolConfig
+    from agentpool.config import Config
 
-__all__ = ["Executor", "Outcome", "action_key", "volume_name"]
+__all__ = [
+    "REMOVAL_WORKERS",
+    "Executor",
+    "LaunchStats",
+    "Outcome",
+    "action_key",
+    "in_flight_of",
+    "volume_name",
+]
 
 log = logging.getLogger("agentpool.executor")
 
@@ -69,52 +71,6 @@ def volume_name(agent: str) -> str:
     return f"{agent}-docker"
 
 
-def action_key(action: Action) -> str:
-    """What an action acts on: one agent, or one leftover resource; one action per key at a time."""
-    match action:
-        case Provision() | Reap() | Cordon() | CompleteLaunch():
-            return f"agent:{action.agent}"
-        case RemoveOrphan():
-            return orphan_key(action.kind, action.host, action.name)
-        case _:
-            assert_never(action)
-
-
-# A removal lane's size: reaps wait on container stops (up to a pool's stop_timeout each).
-REMOVAL_WORKERS = 8
-
-
-class _Lane:
-    """A queue and its worker threads (daemon threads: an exit never waits on a stuck call)."""
-
-    def __init__(self, name: str, workers: int) -> None:
-        self._queue: queue.SimpleQueue[Callable[[], None] | None] = queue.SimpleQueue()
-        self._threads = [
-            threading.Thread(target=self._work, name=f"{name}-{i}", daemon=True) for i in range(workers)
-        ]
-        for thread in self._threads:
-            thread.start()
-
-    def put(self, job: Callable[[], None]) -> None:
-        self._queue.put(job)
-
-    def close(self) -> None:
-        for _ in self._threads:
-            self._queue.put(None)
-
-    def _work(self) -> None:
-        while (job := self._queue.get()) is not None:
-            job()
-
-
-@dataclass(frozen=True)
-class LaunchStats:
-    """Launches running at once on one host: now and the most since the executor started."""
-
-    running: int
-    high_water: int
-
-
 class Executor:
     """Carries out actions; one instance per loaded config."""
 
@@ -126,13 +82,11 @@ class Executor:
         self._orphan_stop = max((p.stop_timeout for p in config.pools), default=10.0)
         # agent -> its secret, masked in our logs while the agent exists
         self.agent_secrets: dict[str, str] = {}
-        self._lock = threading.Condition()
-        self._in_flight: dict[str, Action] = {}
-        self._done: list[Outcome] = []
-        self._running: dict[str, int] = {}
-        self._high_water: dict[str, int] = {}
-        self._lanes: dict[str, _Lane] = {}
-        self._limits = {h.name: h.max_parallel_launches for h in config.docker_hosts}
+        # the lanes call self.perform at run time, as the executor's own threads did
+        self._lanes = Lanes(
+            lambda action: self.perform(action),
+            {h.name: h.max_parallel_launches for h in config.docker_hosts},
+        )
         # first word of our nodes' description: agentpool:<instance>:<daemon id>:<boot>
         self.marker = f"agentpool:{config.instance}:"
         self.boot = ""  # this run of the daemon, on the containers it starts (LABEL_BOOT)
@@ -147,85 +101,30 @@ class Executor:
 
     def submit(self, action: Action) -> bool:
         """Start ``action`` in the background; False (and nothing done) when its key is in flight."""
-        key = action_key(action)
-        with self._lock:
-            if key in self._in_flight:
-                log.error("%s of %s refused: an action on it is still in flight", type(action).__name__, key)
-                return False
-            self._in_flight[key] = action
-            lane = self._lane(action)
-        lane.put(lambda: self._run(key, action))
-        return True
-
-    def _lane(self, action: Action) -> _Lane:
-        if isinstance(action, Provision | CompleteLaunch):
-            name, workers = f"launch-{action.host}", self._limits.get(action.host, 1)
-        else:
-            name, workers = "remove", REMOVAL_WORKERS
-        lane = self._lanes.get(name)
-        if lane is None:
-            lane = self._lanes[name] = _Lane(f"agentpool-{name}", workers)
-        return lane
-
-    def _run(self, key: str, action: Action) -> None:
-        host = action.host if isinstance(action, Provision) else None
-        if host is not None:
-            with self._lock:
-                running = self._running[host] = self._running.get(host, 0) + 1
-                self._high_water[host] = max(self._high_water.get(host, 0), running)
-        outcome = self.perform(action)
-        with self._lock:
-            if host is not None:
-                self._running[host] -= 1
-            del self._in_flight[key]
-            self._done.append(outcome)
-            self._lock.notify_all()
+        return self._lanes.submit(action)
 
     def collect(self) -> tuple[list[Outcome], InFlight]:
         """The outcomes finished since the last call, in order, and what is still in flight (atomically)."""
-        with self._lock:
-            done, self._done = self._done, []
-            actions = list(self._in_flight.values())
-        return done, in_flight_of(actions)
+        return self._lanes.collect()
 
     def in_flight(self) -> InFlight:
         """What is still in flight, leaving the finished outcomes to :meth:`collect`."""
-        with self._lock:
-            return in_flight_of(list(self._in_flight.values()))
+        return self._lanes.in_flight()
 
     def wait(self, timeout: float | None = None) -> bool:
         """Block until nothing is in flight (True) or ``timeout`` seconds passed (False)."""
-        deadline = None if timeout is None else time.monotonic() + timeout
-        with self._lock:
-            while self._in_flight:
-                left = None if deadline is None else deadline - time.monotonic()
-                if left is not None and left <= 0:
-                    return False
-                self._lock.wait(left)
-        return True
+        return self._lanes.wait(timeout)
 
     def launch_stats(self) -> dict[str, LaunchStats]:
-        with self._lock:
-            return {
-                host: LaunchStats(self._running.get(host, 0), high) for host, high in self._high_water.items()
-            }
+        return self._lanes.launch_stats()
 
     def close(self) -> None:
         """Stop the worker threads once their queues are empty (in-flight actions still finish)."""
-        with self._lock:
-            lanes, self._lanes = list(self._lanes.values()), {}
-        for lane in lanes:
-            lane.close()
+        self._lanes.close()
 
     def execute(self, actions: Iterable[Action]) -> list[Outcome]:
         """Perform ``actions`` in the background and wait for them all; their outcomes, in order."""
-        batch = list(actions)
-        for action in batch:
-            self.submit(action)
-        self.wait()
-        done, _ = self.collect()
-        by_action = {id(o.action): o for o in done}
-        return [by_action[id(a)] for a in batch if id(a) in by_action]
+        return self._lanes.execute(actions)
 
     def perform(self, action: Action) -> Outcome:
         try:
@@ -264,34 +163,7 @@ class Executor:
         return Outcome(action, ok=True, container_id=action.container)
 
     def _labels(self, pool: str, agent: str) -> dict[str, str]:
-        labels = {LABEL_INSTANCE: self.config.instance, LABEL_POOL: pool, LABEL_AGENT: agent}
-        return labels | ({LABEL_BOOT: self.boot} if self.boot else {})
-
-    def _spec(self, pool: PoolConfig, agent: str, volume: str, secret: str) -> AgentSpec:
-        jenkins = self.config.jenkins
-        env = {str(k): str(v) for k, v in pool.env.items()}
-        env.update(
-            {
-                "JENKINS_URL": jenkins.agent_url or jenkins.url,
-                "JENKINS_AGENT_NAME": agent,
-                "JENKINS_SECRET": secret,
-                "JENKINS_AGENT_WORKDIR": pool.remote_fs,
-            }
-        )
-        if jenkins.websocket:
-            env["JENKINS_WEB_SOCKET"] = "true"
-        return AgentSpec(
-            name=agent,
-            pool=pool.name,
-            image=pool.image,
-            volume=volume,
-            env=env,
-            host_config=host_config_kwargs(pool.security, list(pool.cap_drop)),
-            host_fields=host_config_fields(pool.security),
-            nano_cpus=int(pool.cpus * 1e9) if pool.cpus else None,
-            mem_limit=pool.memory or None,
-            labels=self._labels(pool.name, agent),
-        )
+        return agent_labels(self.config.instance, self.boot, pool, agent)
 
     def provision(self, action: Provision) -> Outcome:
         pool = self._pools[action.pool]
@@ -320,7 +192,9 @@ class Executor:
                 undo.append((ResourceKind.VOLUME, volume))
             # No undo by name for the container: a create refused for its name ("conflict")
             # would remove someone else's container; start_agent removes its own by id.
-            container_id = host.start_agent(self._spec(pool, agent, volume, secret))
+            container_id = host.start_agent(
+                agent_spec(self.config, pool, agent, volume, secret, self._labels(pool.name, agent))
+            )
         except Exception as exc:  # expected or not, every step done so far is undone
             if not isinstance(exc, ExternalError):
                 log.exception("provision of %s failed unexpectedly", agent)
@@ -398,48 +272,12 @@ class Executor:
         return config.stop_timeout if config is not None else self._orphan_stop
 
     def _back_online(self, agent: str) -> None:
-        try:
-            self.jenkins.set_temporarily_offline(agent, False)
-        except Exception as exc:  # it stays offline and idle: the next pass reaps it again
-            log.warning("putting %s back online failed: %s", agent, exc)
+        back_online(self.jenkins, agent)
 
     # -- orphans ---------------------------------------------------------------------------
 
     def remove_orphan(self, action: RemoveOrphan) -> Outcome:
-        match action.kind:
-            case ResourceKind.NODE:
-                return self._remove_orphan_node(action)
-            case ResourceKind.CONTAINER:
-                host = self.hosts[action.host]
-                tail = host.logs_tail(action.name)
-                host.remove_agent(action.name, self._orphan_stop)
-                return Outcome(action, ok=True, log_tail=tail)
-            case ResourceKind.VOLUME:
-                self.hosts[action.host].remove_volume(action.name)
-                return Outcome(action, ok=True)
-            case _:
-                assert_never(action.kind)
-
-    def _remove_orphan_node(self, action: RemoveOrphan) -> Outcome:
-        """Offline → re-check → delete, as a reap: a node that connected or took a build meanwhile stays."""
-        name = action.name
-        try:
-            node = self.jenkins.read_node(name)
-            was_offline = node.temporarily_offline
-            if not was_offline:
-                node = self.jenkins.set_temporarily_offline(
-                    name, True, "agentpool: removing this orphan node"
-                )
-        except ExternalError as exc:
-            if exc.kind is ErrorKind.NOT_FOUND:
-                return Outcome(action, ok=True)
-            raise
-        if node.busy or not node.temporarily_offline:
-            if node.temporarily_offline and not was_offline:
-                self._back_online(name)
-            return Outcome(action, ok=True, removed=False)
-        self.jenkins.delete_node(name)
-        return Outcome(action, ok=True)
+        return remove_orphan(self.jenkins, self.hosts, action, self._orphan_stop)
 
 
 def _subject(action: Action) -> str:
@@ -450,29 +288,3 @@ def _subject(action: Action) -> str:
             return f"{action.kind} {action.name}"
         case _:
             assert_never(action)
-
-
-def in_flight_of(actions: Iterable[Action]) -> InFlight:
-    """The planner's view of actions still being performed."""
-    provisions: list[Provision] = []
-    reaping: set[str] = set()
-    cordoning: set[str] = set()
-    completing: set[str] = set()
-    orphans: set[str] = set()
-    for action in actions:
-        match action:
-            case Provision():
-                provisions.append(action)
-            case Reap():
-                reaping.add(action.agent)
-            case Cordon():
-                cordoning.add(action.agent)
-            case CompleteLaunch():
-                completing.add(action.agent)
-            case RemoveOrphan():
-                orphans.add(orphan_key(action.kind, action.host, action.name))
-            case _:
-                assert_never(action)
-    return InFlight(
-        tuple(provisions), frozenset(reaping), frozenset(cordoning), frozenset(orphans), frozenset(completing)
-    )
