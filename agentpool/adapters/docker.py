@@ -7,7 +7,8 @@ removes agent containers and their ``/var/lib/docker`` volumes, and reads a cont
 tail for the record. Reads use the low-level API in one call per kind (no per-container
 inspect), so a pass costs two requests per host whatever the number of agents. "Not found"
 on removal counts as done: every call is safe to repeat. Failures leave as
-:class:`DockerError`.
+:class:`DockerError`. Its image calls (inspect, save, load, pull) live in
+:mod:`agentpool.adapters.docker_images`; the host delegates to them.
 
 Engines are reached over ``unix://``, ``tcp://`` with TLS (the host's CA, client certificate
 and key; :func:`docker_client` builds the SDK client for every transport, doctor included) or
@@ -35,6 +36,8 @@ import docker.tls
 import paramiko
 import requests
 
+from agentpool.adapters.docker_images import EngineImages
+from agentpool.adapters.docker_images import _split_tag as _split_tag  # re-exported: tests import it here
 from agentpool.backend import AgentSpec
 from agentpool.errors import DockerError, ErrorKind
 from agentpool.model import (
@@ -146,16 +149,6 @@ def _connect_reason(exc: BaseException) -> str:
     return text if len(text) <= 300 else text[:299] + "…"
 
 
-def _split_tag(image: str) -> tuple[str, str | None]:
-    """``registry:5000/a/b:tag`` → (``registry:5000/a/b``, ``tag``); digests stay whole."""
-    if "@" in image:
-        return image, None
-    name, sep, tag = image.rpartition(":")
-    if sep and "/" not in tag:
-        return name, tag
-    return image, "latest"
-
-
 class DockerHost:
     """One Docker engine agentpool may start agents on (a :class:`agentpool.backend.Backend`)."""
 
@@ -167,6 +160,7 @@ class DockerHost:
         self.tls = tls
         self._timeout = timeout
         self._client: docker.DockerClient | None = None
+        self._images = EngineImages(self)
 
     @classmethod
     def from_config(cls, host: DockerHostConfig, timeout: float = 30.0) -> DockerHost:
@@ -175,8 +169,11 @@ class DockerHost:
     @property
     def client(self) -> docker.DockerClient:
         if self._client is None:
-            self._client = self._call("connect", lambda: docker_client(self.url, self.tls, self._timeout))
+            self._client = self._connect(self._timeout)
         return self._client
+
+    def _connect(self, timeout: float) -> docker.DockerClient:
+        return self._call("connect", lambda: docker_client(self.url, self.tls, timeout))
 
     def close(self) -> None:
         if self._client is not None:
@@ -231,59 +228,7 @@ class DockerHost:
         except DockerError as exc:
             self.close()
             return HostView(name=self.name, reachable=False, error=str(exc))
-        containers = []
-        mounted: set[str] = set()
-        for raw in raw_containers:
-            labels = raw.get("Labels") or {}
-            docker_volume = ""
-            for mount in raw.get("Mounts") or ():
-                if mount.get("Type") == "volume" and mount.get("Name"):
-                    mounted.add(mount["Name"])
-                    if mount.get("Destination") == DOCKER_DIR:
-                        docker_volume = str(mount["Name"])
-            names = raw.get("Names") or ["/" + labels.get(LABEL_AGENT, raw["Id"][:12])]
-            try:
-                state = ContainerState(raw.get("State", "dead"))
-            except ValueError:
-                state = ContainerState.DEAD
-            containers.append(
-                Container(
-                    host=self.name,
-                    id=raw["Id"],
-                    name=names[0].lstrip("/"),
-                    agent=labels.get(LABEL_AGENT, ""),
-                    pool=labels.get(LABEL_POOL, ""),
-                    boot=labels.get(LABEL_BOOT, ""),
-                    state=state,
-                    created=float(raw.get("Created", 0)),
-                    volume=docker_volume,
-                )
-            )
-        volumes = []
-        for raw in (raw_volumes or {}).get("Volumes") or ():
-            labels = raw.get("Labels") or {}
-            created = _parse_time(raw.get("CreatedAt"))
-            volumes.append(
-                Volume(
-                    host=self.name,
-                    name=raw["Name"],
-                    pool=labels.get(LABEL_POOL, ""),
-                    agent=labels.get(LABEL_AGENT, ""),
-                    free=raw["Name"] not in mounted,
-                    created=created,
-                    last_used=created,
-                )
-            )
-        return HostView(name=self.name, reachable=True, containers=tuple(containers), volumes=tuple(volumes))
-
-    def image_present(self, image: str) -> bool:
-        try:
-            self._call(f"inspect image {image}", lambda: self.client.api.inspect_image(image))
-        except DockerError as exc:
-            if exc.kind is ErrorKind.NOT_FOUND:
-                return False
-            raise
-        return True
+        return _host_view(self.name, raw_containers, raw_volumes)
 
     def logs_tail(self, container: str, lines: int = 20) -> str:
         """The last lines a container printed; "" when it is gone."""
@@ -296,70 +241,25 @@ class DockerHost:
             return ""
         return raw.decode("utf-8", "replace") if isinstance(raw, bytes) else str(raw)
 
+    # -- images (delegated: see agentpool.adapters.docker_images) ---------------------------
+
+    def image_present(self, image: str) -> bool:
+        return self._images.present(image)
+
     def image_id(self, image: str) -> str | None:
-        """The image's id (``sha256:…``) on this engine; None when it is absent."""
-        try:
-            info = self._call(f"inspect image {image}", lambda: self.client.api.inspect_image(image))
-        except DockerError as exc:
-            if exc.kind is ErrorKind.NOT_FOUND:
-                return None
-            raise
-        return str(info["Id"])
+        return self._images.id_of(image)
 
     def image_size(self, image: str) -> int | None:
-        """The image's size in bytes as the engine reports it (about what ``save`` sends)."""
-        try:
-            info = self._call(f"inspect image {image}", lambda: self.client.api.inspect_image(image))
-        except DockerError:
-            return None
-        size = info.get("Size")
-        return size if isinstance(size, int) else None
-
-    # -- images ----------------------------------------------------------------------------
+        return self._images.size_of(image)
 
     def export_image(self, image: str, chunk_size: int = 1 << 20) -> Generator[bytes, None, None]:
-        """``docker save IMAGE`` as a stream of chunks (never the whole archive in memory)."""
-        chunks = self._call(f"save image {image}", lambda: self.client.api.get_image(image, chunk_size))
-        iterator = iter(chunks)
-        while True:
-            chunk = self._call(f"save image {image}", lambda: next(iterator, None))
-            if chunk is None:
-                return
-            yield chunk
+        return self._images.export(image, chunk_size)
 
     def load_image(self, chunks: Iterable[bytes]) -> list[str]:
-        """``docker load`` from a stream of chunks (sent as they come); the names loaded."""
-        answer = self._call("load image", lambda: list(self.client.api.load_image(chunks)))
-        loaded: list[str] = []
-        for line in answer:
-            if not isinstance(line, dict):
-                continue
-            if line.get("error"):
-                detail = line.get("errorDetail") or {}
-                raise DockerError(
-                    ErrorKind.BAD_REQUEST,
-                    f"{self.name}: load image: {detail.get('message') or line['error']}",
-                )
-            stream = str(line.get("stream") or "")
-            for prefix in ("Loaded image: ", "Loaded image ID: "):
-                if stream.startswith(prefix):
-                    loaded.append(stream[len(prefix) :].strip())
-        return loaded
+        return self._images.load(chunks)
 
     def pull_image(self, image: str, timeout: float) -> None:
-        """``docker pull IMAGE`` with its own short timeout (no registry: fail fast, not in 30 s)."""
-        repository, tag = _split_tag(image)
-        client = self._call("connect", lambda: docker_client(self.url, self.tls, timeout))
-        try:
-            answer = self._call(
-                f"pull {image}",
-                lambda: list(client.api.pull(repository, tag=tag, stream=True, decode=True)),
-            )
-        finally:
-            client.close()
-        for line in answer:
-            if isinstance(line, dict) and line.get("error"):
-                raise DockerError(ErrorKind.NOT_FOUND, f"{self.name}: pull {image}: {line['error']}")
+        self._images.pull(image, timeout)
 
     # -- writes ----------------------------------------------------------------------------
 
@@ -465,6 +365,54 @@ class DockerHost:
     def remove_agent(self, agent: str, stop_timeout: float = 10.0, /) -> None:
         """The backend's name for :meth:`remove_container`: the agent's container and anonymous volumes."""
         self.remove_container(agent, stop_timeout)
+
+
+def _host_view(name: str, raw_containers: Any, raw_volumes: Any) -> HostView:
+    """The host's view from the engine's two list answers (containers, then volumes)."""
+    containers = []
+    mounted: set[str] = set()
+    for raw in raw_containers:
+        labels = raw.get("Labels") or {}
+        docker_volume = ""
+        for mount in raw.get("Mounts") or ():
+            if mount.get("Type") == "volume" and mount.get("Name"):
+                mounted.add(mount["Name"])
+                if mount.get("Destination") == DOCKER_DIR:
+                    docker_volume = str(mount["Name"])
+        names = raw.get("Names") or ["/" + labels.get(LABEL_AGENT, raw["Id"][:12])]
+        try:
+            state = ContainerState(raw.get("State", "dead"))
+        except ValueError:
+            state = ContainerState.DEAD
+        containers.append(
+            Container(
+                host=name,
+                id=raw["Id"],
+                name=names[0].lstrip("/"),
+                agent=labels.get(LABEL_AGENT, ""),
+                pool=labels.get(LABEL_POOL, ""),
+                boot=labels.get(LABEL_BOOT, ""),
+                state=state,
+                created=float(raw.get("Created", 0)),
+                volume=docker_volume,
+            )
+        )
+    volumes = []
+    for raw in (raw_volumes or {}).get("Volumes") or ():
+        labels = raw.get("Labels") or {}
+        created = _parse_time(raw.get("CreatedAt"))
+        volumes.append(
+            Volume(
+                host=name,
+                name=raw["Name"],
+                pool=labels.get(LABEL_POOL, ""),
+                agent=labels.get(LABEL_AGENT, ""),
+                free=raw["Name"] not in mounted,
+                created=created,
+                last_used=created,
+            )
+        )
+    return HostView(name=name, reachable=True, containers=tuple(containers), volumes=tuple(volumes))
 
 
 def _secret_archive(path: str, secret: str) -> bytes:
