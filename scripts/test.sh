@@ -11,5 +11,6 @@ log "mypy"
 mypy
 log "pytest"
 # The end-to-end suites mostly wait on real engines: three workers overlap those waits on two
-# cores (tests/conftest.py keeps each slow suite and each e2e module on one worker).
-python -m pytest -n "${AGENTPOOL_TEST_WORKERS:-3}" --dist loadgroup "$@"
+# cores. --dist loadfile keeps each module (and so its module-scoped fixture: a systemd host,
+# an image agent) on one worker; xdist's loadgroup does not group under pytest 9 here.
+python -m pytest -n "${AGENTPOOL_TEST_WORKERS:-3}" --dist loadfile "$@"

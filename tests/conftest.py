@@ -1,11 +1,6 @@
-"""Keeps the slow suites apart when pytest-xdist spreads the tests over workers, keeps the
-secrets one test registers for masking from masking another test's output, and gives every
-test's daemon a state directory of its own.
-
-`scripts/test.sh` runs the suite with ``-n … --dist loadgroup``. A fleet of engines, a systemd
-host or an image fixture is expensive and scoped to a session or a module: every test of such a
-suite goes to one worker (its group), and each end-to-end module stays on one worker, so no
-fixture is brought up twice and the workers mostly wait on real engines side by side.
+"""Fixtures for every suite: the secrets one test registers for masking never mask another
+test's output (the registry is process-wide and an xdist worker runs many tests in a row), and
+every test's daemon gets a state directory of its own.
 
 agentpool's default state directory (daemon id, drain state) is ``$STATE_DIRECTORY`` or
 /var/lib/agentpool; a test must neither write there nor share a daemon id or a drain with
@@ -23,19 +18,6 @@ from agentpool.logs import clear_secrets
 
 _TESTS = Path(__file__).resolve().parent
 _WHOLE_SUITE_GROUPS = {"fleet", "systemd", "image"}
-
-
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    for item in items:
-        try:
-            relative = Path(item.path).resolve().relative_to(_TESTS)
-        except ValueError:
-            continue
-        suite = relative.parts[0] if len(relative.parts) > 1 else ""
-        if suite in _WHOLE_SUITE_GROUPS:
-            item.add_marker(pytest.mark.xdist_group(suite))
-        elif suite == "e2e":
-            item.add_marker(pytest.mark.xdist_group(str(relative)))
 
 
 @pytest.fixture(autouse=True)

@@ -319,7 +319,8 @@ def _wheelhouse(python_version: str) -> Path:
     target = REPO / "build" / f"systemd-wheelhouse-{digest}"
     if (target / ".complete").exists():
         return target
-    partial = target.with_name(target.name + ".partial")
+    # One partial directory per process: test workers may build the same wheelhouse at once.
+    partial = target.with_name(f"{target.name}.partial-{os.getpid()}")
     shutil.rmtree(partial, ignore_errors=True)
     partial.mkdir(parents=True)  # pip wheel copies into it and does not make build/ itself
     here = f"{sys.version_info.major}.{sys.version_info.minor}"
@@ -338,7 +339,10 @@ def _wheelhouse(python_version: str) -> Path:
     if done.returncode != 0:
         pytest.fail(f"building the wheelhouse for the systemd host failed:\n{done.stderr[-3000:]}")
     (partial / ".complete").touch()
-    partial.rename(target)
+    try:
+        partial.rename(target)
+    except OSError:  # another worker finished first: its wheelhouse is the same
+        shutil.rmtree(partial, ignore_errors=True)
     return target
 
 

@@ -63,7 +63,9 @@ def validate_in_process(text: str) -> None:
         finally:
             root.handlers[:] = handlers
             root.setLevel(level)
-        assert time.monotonic() - start < 2
+        # A hang guard, not the speed target: bench/config_fuzz.py measures the 2 s bound on a
+        # machine that runs nothing else; here other test workers share the two cores.
+        assert time.monotonic() - start < 10
         check_output(path, text, code, out.getvalue(), err.getvalue())
 
 
