@@ -243,7 +243,7 @@ def test_builds_spread_and_the_host_without_the_image_gets_it_copied(
     seen = Seen()
     jobs = [f"spread-{i}" for i in range(6)]
     try:
-        queue(server, jobs, "sleep 4; echo on $NODE_NAME")
+        queue(server, jobs, "sleep 12; echo on $NODE_NAME")  # long enough for the copy to fleet-3 under load
         drive(
             engine, lambda: all(r == "SUCCESS" for r in results(server, jobs).values()), "6 builds", 240, seen
         )
