@@ -61,11 +61,11 @@ def test_cli_rejects_a_bad_listen_address() -> None:
 
 
 def test_root_url_option_is_used_in_answers() -> None:
-    with Controller(token="t", url="http://172.17.0.1:9999") as ctl:
-        assert ctl.url == "http://172.17.0.1:9999/"
+    with Controller(token="t", url="http://jenkins.example:9999") as ctl:
+        assert ctl.url == "http://jenkins.example:9999/"
         local = jenkins.Jenkins(f"http://127.0.0.1:{ctl.port}/", username="admin", password="t")
         local.create_job("app", freestyle_config(None))
-        assert local.get_job_info("app")["url"] == "http://172.17.0.1:9999/job/app/"
+        assert local.get_job_info("app")["url"] == "http://jenkins.example:9999/job/app/"
 
 
 def test_built_in_node_executors_run_unlabelled_builds() -> None:
@@ -80,8 +80,8 @@ def test_built_in_node_executors_run_unlabelled_builds() -> None:
 
 
 def test_root_url_can_name_the_bound_port_or_be_set_later() -> None:
-    with Controller(listen="127.0.0.1:0", token="t", url="http://172.17.0.1:{port}") as ctl:
-        assert ctl.url == f"http://172.17.0.1:{ctl.port}/"
+    with Controller(listen="127.0.0.1:0", token="t", url="http://jenkins.example:{port}") as ctl:
+        assert ctl.url == f"http://jenkins.example:{ctl.port}/"
         ctl.url = "http://jenkins.example:8080"
         assert ctl.url == "http://jenkins.example:8080/"
         local = jenkins.Jenkins(f"http://127.0.0.1:{ctl.port}/", username="admin", password="t")

@@ -1,4 +1,4 @@
-"""The bridge gateway is read from the engine's answers, never assumed to be 172.17.0.1."""
+"""The bridge gateway is read from the engine's answers, never assumed to be the default one."""
 
 from __future__ import annotations
 

@@ -115,7 +115,7 @@ def test_engine_that_does_not_come_up_fails_with_its_log(
 
 
 def test_jenkins_mode_names_the_missing_variable(agents: Agents) -> None:
-    proc = agents.run_to_end("partial", env={"JENKINS_URL": "http://172.17.0.1:9/", "JENKINS_SECRET": "s3"})
+    proc = agents.run_to_end("partial", env={"JENKINS_URL": "http://127.0.0.1:9/", "JENKINS_SECRET": "s3"})
     assert proc.returncode == 1
     assert "JENKINS_AGENT_NAME" in proc.stderr
     assert "s3" not in proc.stdout + proc.stderr
