@@ -13,7 +13,7 @@ import json
 import logging
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Collection, Sequence
 from typing import Any
 
 from agentpool.config import Config, ConfigError, load_config
@@ -145,36 +145,45 @@ def cmd_doctor(args: argparse.Namespace) -> int:
     return exit_code(checks)
 
 
+def _wait_for_daemon(config: Config, key: str, values: Collection[str]) -> None:
+    """Until the running daemon shows no agent whose ``key`` (pool or host) is in ``values``."""
+    while True:
+        status = _ask_daemon(config, "status")
+        left = [a for a in (status or {}).get("agents", []) if a[key] in values]
+        if status is None or not left:
+            return
+        time.sleep(max(1.0, config.poll_interval))
+
+
+def _drain_here(engine: Engine, config: Config, remaining: Callable[[], int]) -> None:
+    """No daemon runs: pass after pass until ``remaining()`` agents are left, then close."""
+    try:
+        while True:
+            engine.run_pass()
+            if remaining() == 0:
+                return
+            time.sleep(config.poll_interval)
+    finally:
+        engine.close()
+
+
 def _drain_host(config: Config, host: str, draining: bool) -> int:
     answer = _ask_daemon(config, "drain" if draining else "resume", None, host)
     if not draining:
         if answer is None:
-            print("no daemon running: nothing to resume (draining lives in the daemon)")
+            say("no daemon running: nothing to resume (draining lives in the daemon)")
         else:
-            print(f"resumed docker host {host}")
+            say(f"resumed docker host {host}")
         return EXIT_OK
     if answer is not None:
-        print(f"draining docker host {host} (running daemon); waiting for its agents to go")
-        while True:
-            status = _ask_daemon(config, "status")
-            left = [a for a in (status or {}).get("agents", []) if a["host"] == host]
-            if status is None or not left:
-                break
-            time.sleep(max(1.0, config.poll_interval))
-        print("drained")
-        return EXIT_OK
-    engine = _engine(config)
-    try:
+        say(f"draining docker host {host} (running daemon); waiting for its agents to go")
+        _wait_for_daemon(config, "host", {host})
+    else:
+        engine = _engine(config)
         engine.set_host_draining(host, True)
-        print(f"draining docker host {host} (no daemon running: acting myself)")
-        while True:
-            engine.run_pass()
-            if engine.agents_on(host) == 0:
-                break
-            time.sleep(config.poll_interval)
-    finally:
-        engine.close()
-    print("drained")
+        say(f"draining docker host {host} (no daemon running: acting myself)")
+        _drain_here(engine, config, lambda: engine.agents_on(host))
+    say("drained")
     return EXIT_OK
 
 
@@ -182,10 +191,10 @@ def _drain(args: argparse.Namespace, draining: bool) -> int:
     config = _load(args.config)
     if args.host is not None:
         if args.pool is not None:
-            print("give --pool or --host, not both", file=sys.stderr)
+            say("give --pool or --host, not both", err=True)
             return EXIT_USAGE
         if config.host(args.host) is None:
-            print(f"no docker host named {args.host!r} in {args.config}", file=sys.stderr)
+            say(f"no docker host named {args.host!r} in {args.config}", err=True)
             return EXIT_USAGE
         return _drain_host(config, args.host, draining)
     pool = args.pool
@@ -202,25 +211,12 @@ def _drain(args: argparse.Namespace, draining: bool) -> int:
     if answer is not None:
         pools = answer.get("pools", [])
         say(f"draining {', '.join(pools)} (running daemon); waiting for their agents to go")
-        while True:
-            status = _ask_daemon(config, "status")
-            left = [a for a in (status or {}).get("agents", []) if a["pool"] in pools]
-            if status is None or not left:
-                break
-            time.sleep(max(1.0, config.poll_interval))
-        say("drained")
-        return EXIT_OK
-    engine = _engine(config)
-    try:
+        _wait_for_daemon(config, "pool", pools)
+    else:
+        engine = _engine(config)
         pools = engine.set_draining(pool, True)
         say(f"draining {', '.join(pools)} (no daemon running: acting myself)")
-        while True:
-            engine.run_pass()
-            if engine.agents_of(pools) == 0:
-                break
-            time.sleep(config.poll_interval)
-    finally:
-        engine.close()
+        _drain_here(engine, config, lambda: engine.agents_of(pools))
     say("drained")
     return EXIT_OK
 
