@@ -29,6 +29,7 @@ from agentpool.daemon import Engine
 from agentpool_testing.artifacts import ArtifactServer
 from agentpool_testing.jenkins import Controller
 from agentpool_testing.network import bridge_gateway
+from tests.engine import local_engine
 
 IMAGE = os.environ.get("AGENTPOOL_IMAGE", "agentpool/dind-agent:latest")
 BUSYBOX = "agentpool/busybox:latest"
@@ -47,16 +48,7 @@ def free_port() -> int:
 
 @pytest.fixture(scope="session")
 def docker_client() -> Iterator[docker.DockerClient]:
-    client = docker.from_env()
-    try:
-        client.ping()
-    except docker.errors.DockerException as exc:
-        pytest.fail(f"no Docker engine answers ({exc}); scripts/test.sh starts one")
-    for image in (IMAGE, BUSYBOX):
-        try:
-            client.images.get(image)
-        except docker.errors.ImageNotFound:
-            pytest.fail(f"image {image} missing: run images/build (scripts/test.sh does)")
+    client = local_engine(IMAGE, BUSYBOX)
     yield client
     client.close()
 

@@ -41,6 +41,7 @@ from agentpool.adapters.docker import DockerHost
 from agentpool.adapters.images import copy_image
 from agentpool.config import DockerHostConfig
 from agentpool.security import create_container
+from tests.engine import local_engine
 from tests.fleet.certs import CertificateAuthority, Issued
 
 IMAGE = "agentpool/dind-agent:latest"
@@ -209,16 +210,7 @@ def _cleanup(client: docker.DockerClient, suffix: str) -> None:
 
 @pytest.fixture(scope="session")
 def host_engine() -> Iterator[docker.DockerClient]:
-    client = docker.from_env()
-    try:
-        client.ping()
-    except docker.errors.DockerException as exc:
-        pytest.fail(f"no Docker engine answers ({exc}); scripts/test.sh starts one")
-    for image in (IMAGE, BUSYBOX):
-        try:
-            client.images.get(image)
-        except docker.errors.ImageNotFound:
-            pytest.fail(f"image {image} missing: run images/build (scripts/test.sh does)")
+    client = local_engine(IMAGE, BUSYBOX)
     yield client
     client.close()
 
