@@ -129,12 +129,11 @@ def test_ten_items_are_served_with_at_most_the_hosts_parallelism_and_nothing_twi
         jenkins_client.create_job(f"j{i}", freestyle_xml("noop", "true"))
         jenkins_client.build_job(f"j{i}")
     wait_for("ten queued items", lambda: len(jenkins_client.get_queue_info()) == 10, 10, 0.1)
-    seen: set[str] = set()
 
     def all_built() -> bool:
-        seen.update(containers(docker_client, instance))
         return all(build_info(jenkins_client, f"j{i}") for i in range(10))
 
+    since = int(time.time()) - 1
     with caplog.at_level(logging.INFO, logger="agentpool"):
         try:
             first = engine.run_pass(wait=False)
@@ -145,6 +144,15 @@ def test_ten_items_are_served_with_at_most_the_hosts_parallelism_and_nothing_twi
             assert engine.finish(30)
         finally:
             engine.close()
+    # Every container the engine created for this instance, from its own event log (polling
+    # the list can miss one between two looks).
+    events = docker_client.events(
+        since=since,
+        until=int(time.time()) + 1,
+        decode=True,
+        filters={"type": "container", "event": "create", "label": f"agentpool.instance={instance}"},
+    )
+    seen = {e["Actor"]["Attributes"]["name"] for e in events}
     high_water = engine.executor.launch_stats()["local"].high_water
     assert high_water == 3, high_water  # ten launches, three at a time
     provisioned, reaped = decisions(caplog.records, "provisioned"), decisions(caplog.records, "reaped")
