@@ -7,16 +7,18 @@ matched exactly one node, that node's name — inside curly quotes. A node's nam
 give the expression back (it is *some* expression only that node satisfies): the item then
 carries ``node`` and no label, and the planner infers what it can (docs/planner.md). While
 no agent node exists at all, ``why`` hides the label entirely. The adapter calls
-:func:`item_from_raw` on every item it fetched, then :func:`with_exact_labels` when the
+:func:`items_from_raw` on the items it fetched, then :func:`with_exact_labels` when the
 account may read the exact labels.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import replace
 from typing import Any
+
+import msgspec
 
 from agentpool.labels import LabelSyntaxError, normalise
 from agentpool.model import ItemKind, Node, QueueItem
@@ -55,27 +57,12 @@ def _normalised(text: str) -> str | None:
         return None
 
 
-# The nodes of the last queue read, by name: every item of one read looks them up in the same
-# answer, and building the index per item made a read O(items × nodes).
-_index: tuple[Sequence[Node], dict[str, Node]] = ((), {})
-
-
-def _by_name(nodes: Sequence[Node]) -> dict[str, Node]:
-    global _index
-    seen, index = _index
-    if seen is not nodes:
-        index = {node.name: node for node in nodes}
-        _index = (nodes, index)
-    return index
-
-
-def _from_why(why: str, nodes: Sequence[Node]) -> tuple[str | None, str | None]:
+def _from_why(why: str, names: Collection[str]) -> tuple[str | None, str | None]:
     """(label, node): the label ``why`` names ("" none, None unknown), or the one node it names."""
     text = why.strip()
     if text == _NO_LABEL:
         # Jenkins drops the label while no agent node exists: the item may well have one.
-        return ("" if nodes else None), None
-    names = _by_name(nodes)
+        return ("" if names else None), None
     # A composite blockage joins several causes with "; ": the first one we understand wins.
     for part in text.split("; "):
         for pattern, kind in _TEMPLATES:
@@ -106,7 +93,13 @@ def label_from_item(
     matches (label assignment actions applied) and wins; ``labelExpression`` is used when
     ``why`` names a node or nothing. A null ``labelExpression`` proves nothing.
     """
-    label, node = _from_why(why, nodes)
+    return _label(task_label_expression, why, {node.name for node in nodes})
+
+
+def _label(
+    task_label_expression: str | None, why: str, names: Collection[str]
+) -> tuple[str | None, str | None]:
+    label, node = _from_why(why, names)
     if label is not None:
         return label, None
     if task_label_expression is not None:
@@ -138,31 +131,89 @@ def item_kind(
     return ItemKind.WAITING
 
 
+class RawTask(msgspec.Struct, frozen=True, gc=False):
+    """An item's ``task`` as :data:`QUEUE_TREE` asks for it (unknown fields are skipped)."""
+
+    cls: str = msgspec.field(name="_class", default="")
+    name: str | None = None
+    # A string, or null when the job may roam; anything else proves nothing either.
+    labelExpression: Any = None
+    fullDisplayName: str | None = None
+
+
+class RawItem(msgspec.Struct, frozen=True, gc=False):
+    """One item of ``/queue/api/json?tree=`` + :data:`QUEUE_TREE`, decoded straight from the
+    answer: a JSON decode into dicts plus a walk over them cost three times as much at 10,000
+    items (bench/full_pass.py)."""
+
+    id: int
+    cls: str = msgspec.field(name="_class", default="")
+    why: str | None = None
+    inQueueSince: float | None = None
+    buildable: bool | None = None
+    blocked: bool | None = None
+    pending: bool | None = None
+    task: RawTask | None = None
+
+
+class RawQueue(msgspec.Struct, frozen=True, gc=False):
+    items: list[RawItem] = msgspec.field(default_factory=list)
+
+
+_QUEUE = msgspec.json.Decoder(RawQueue)
+
+
+def decode_queue(text: str | bytes) -> list[RawItem]:
+    """The items of a queue answer; ``msgspec.ValidationError`` (a ValueError) names the first
+    field of the wrong type by its path, e.g. ``Expected `int`, got `str` - at `$.items[3].id```."""
+    return _QUEUE.decode(text).items
+
+
 def item_from_raw(raw: Mapping[str, Any], nodes: Sequence[Node]) -> QueueItem:
-    """One item of ``/queue/api/json?tree=`` + :data:`QUEUE_TREE` as a :class:`QueueItem`."""
-    task = raw.get("task") or {}
-    task_class = str(task.get("_class", ""))
-    expression: str | None = None
-    # Null when the job may roam, and blind to label assignment actions: only a string counts.
-    if not task_class.endswith(_PLACEHOLDER_TASK) and isinstance(task.get("labelExpression"), str):
-        expression = task["labelExpression"]
-    why = str(raw.get("why") or "")
-    label, node = label_from_item(expression, why, nodes)
-    since = raw.get("inQueueSince")
-    return QueueItem(
-        id=int(raw["id"]),
-        kind=item_kind(
-            str(raw.get("_class", "")),
-            buildable=bool(raw.get("buildable")),
-            blocked=bool(raw.get("blocked")),
-            pending=bool(raw.get("pending")),
-        ),
-        task_name=str(task.get("fullDisplayName") or task.get("name") or ""),
-        why=why,
-        in_queue_since=float(since) / 1000.0 if isinstance(since, int | float) else 0.0,
-        label=label,
-        node=node,
-    )
+    """One item, as decoded JSON, as a :class:`QueueItem` (tests; the adapter decodes typed)."""
+    return items_from_raw((msgspec.convert(raw, RawItem),), nodes)[0]
+
+
+def items_from_raw(raws: Iterable[RawItem], nodes: Sequence[Node]) -> tuple[QueueItem, ...]:
+    """Every item of one queue read; the nodes are of the same pass.
+
+    Items waiting for the same thing share their ``why`` text, so each distinct
+    (expression, why) is read once per call: ten thousand items cost a few dozen regex reads.
+    """
+    names = {node.name for node in nodes}
+    labels: dict[tuple[str | None, str], tuple[str | None, str | None]] = {}
+    kinds: dict[tuple[str, bool, bool, bool], ItemKind] = {}
+    items = []
+    for raw in raws:
+        task = raw.task or _NO_TASK
+        expression: str | None = None
+        # Null when the job may roam, and blind to label assignment actions: only a string counts.
+        if isinstance(task.labelExpression, str) and not task.cls.endswith(_PLACEHOLDER_TASK):
+            expression = task.labelExpression
+        why = raw.why or ""
+        found = labels.get((expression, why))
+        if found is None:
+            found = labels[expression, why] = _label(expression, why, names)
+        flags = (raw.cls, bool(raw.buildable), bool(raw.blocked), bool(raw.pending))
+        kind = kinds.get(flags)
+        if kind is None:
+            kind = kinds[flags] = item_kind(flags[0], buildable=flags[1], blocked=flags[2], pending=flags[3])
+        since = raw.inQueueSince
+        items.append(
+            QueueItem(
+                id=raw.id,
+                kind=kind,
+                task_name=task.fullDisplayName or task.name or "",
+                why=why,
+                in_queue_since=since / 1000.0 if since is not None else 0.0,
+                label=found[0],
+                node=found[1],
+            )
+        )
+    return tuple(items)
+
+
+_NO_TASK = RawTask()
 
 
 def ambiguous(item: QueueItem) -> bool:

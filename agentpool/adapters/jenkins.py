@@ -22,7 +22,7 @@ from defusedxml import ElementTree as ET
 
 from agentpool.errors import ErrorKind, JenkinsError
 from agentpool.model import Executor, Node, QueueItem
-from agentpool.why import QUEUE_TREE, ambiguous, item_from_raw, with_exact_labels
+from agentpool.why import QUEUE_TREE, ambiguous, decode_queue, items_from_raw, with_exact_labels
 
 T = TypeVar("T")
 
@@ -161,13 +161,8 @@ class JenkinsAdapter:
         (:meth:`exact_labels`). Whether it may is learnt once: the first 403 turns it off for
         good, so an account without Overall/Administer never pays for it again.
         """
-        data = self._get_json("read queue", f"queue/api/json?tree={QUEUE_TREE}")
-        try:
-            items = tuple(item_from_raw(raw, nodes) for raw in data.get("items", []))
-        except (ValueError, KeyError, TypeError) as exc:
-            raise JenkinsError(
-                ErrorKind.BAD_RESPONSE, f"read queue: unexpected item ({_short(str(exc))})"
-            ) from exc
+        raw = self._call("read queue", lambda: decode_queue(self._get(f"queue/api/json?tree={QUEUE_TREE}")))
+        items = items_from_raw(raw, nodes)
         if self.scripts_allowed is not False and any(ambiguous(item) for item in items):
             try:
                 exact = self.exact_labels()

@@ -304,3 +304,92 @@ def test_queued_tasks_are_named_in_full() -> None:
         server.server_close()
     assert item.task_name == "team-a » app"  # `status` tells team-a's app from team-b's
     assert item.label == "docker"
+
+
+def _serve_queue(body: bytes) -> http.server.ThreadingHTTPServer:
+    """A Jenkins whose queue answer is ``body``, whatever it holds (no agent node)."""
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            path = urllib.parse.urlsplit(self.path).path
+            answers = {"/queue/api/json": body, "/computer/api/json": b'{"computer": []}'}
+            if path not in answers:
+                self.send_error(404)  # no crumb issuer
+                return
+            payload = answers[path]
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("X-Jenkins", "2.504")
+            self.end_headers()
+            self.wfile.write(payload)
+
+        def log_message(self, *_: Any) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server
+
+
+@pytest.mark.parametrize(
+    ("body", "named"),
+    [
+        (b'{"items": [{"id": "7", "why": null}]}', "$.items[0].id"),
+        (b'{"items": [{"id": 7, "task": {"fullDisplayName": 3}}]}', "$.items[0].task.fullDisplayName"),
+        (b'{"items": {"id": 7}}', "$.items"),
+        (b'{"items": [', "truncated"),
+        (b"<html>Please wait while Jenkins is restarting</html>", "JSON"),
+    ],
+)
+def test_a_queue_answer_of_the_wrong_shape_is_a_bad_response_naming_the_field(
+    body: bytes, named: str
+) -> None:
+    server = _serve_queue(body)
+    try:
+        adapter = JenkinsAdapter(f"http://127.0.0.1:{server.server_port}/", "admin", TOKEN, timeout=5)
+        with pytest.raises(JenkinsError) as caught:
+            adapter.read_queue(())
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert caught.value.kind is ErrorKind.BAD_RESPONSE
+    assert "read queue: unexpected answer" in str(caught.value)
+    assert named in str(caught.value)
+
+
+def test_a_queue_answer_with_unknown_fields_and_nulls_is_read() -> None:
+    """Fields a newer Jenkins adds are skipped; null where a value may be missing is tolerated."""
+    body = json.dumps(
+        {
+            "_class": "hudson.model.Queue",
+            "discoverableItems": [],
+            "items": [
+                {
+                    "_class": "hudson.model.Queue$BuildableItem",
+                    "id": 9,
+                    "why": None,
+                    "inQueueSince": None,
+                    "buildable": True,
+                    "params": "",
+                    "task": {"_class": "hudson.model.FreeStyleProject", "name": "app", "labelExpression": 5},
+                },
+                {"id": 10, "task": None},
+            ],
+        }
+    ).encode()
+    server = _serve_queue(body)
+    try:
+        adapter = JenkinsAdapter(f"http://127.0.0.1:{server.server_port}/", "admin", TOKEN, timeout=5)
+        first, second = adapter.read_queue(())
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert (first.id, first.kind, first.task_name, first.why, first.in_queue_since) == (
+        9,
+        ItemKind.BUILDABLE,
+        "app",
+        "",
+        0.0,
+    )
+    assert first.label is None  # a non-string labelExpression proves nothing, and `why` is empty
+    assert (second.id, second.kind, second.task_name) == (10, ItemKind.WAITING, "")
