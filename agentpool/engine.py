@@ -28,6 +28,7 @@ from agentpool.backend import Backend, JenkinsPort
 from agentpool.config import Config, DockerHostConfig
 from agentpool.errors import ErrorKind, ExternalError, System
 from agentpool.executor import Executor
+from agentpool.gcpause import collector_paused
 from agentpool.hostimages import ImageKeeper
 from agentpool.logs import register_secret
 from agentpool.model import (
@@ -202,8 +203,9 @@ class Engine:
             # Outcomes first, then what is in flight, then the observation: an action that
             # finishes while we observe is still in flight for this pass' decisions.
             finished, in_flight = self._collect()
-            observed = self.observe(in_flight, ticks)
-            plan, memory = planner.plan(observed, self.config, self.memory, self.clock())
+            with collector_paused():
+                observed = self.observe(in_flight, ticks)
+                plan, memory = planner.plan(observed, self.config, self.memory, self.clock())
             outcomes.log_new_online(self.memory, memory, self.hooks)
             report = PassReport(started=started, duration=0.0, observed=observed, plan=plan)
             # Without execute (`status` with no daemon running) the memory still adopts what

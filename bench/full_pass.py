@@ -7,13 +7,16 @@ their shapes: ``/computer/api/json`` and ``/queue/api/json`` with agentpool's ``
 ``GET /containers/json`` and ``GET /volumes`` lists. The Jenkins answers are served over real
 HTTP on loopback to the real ``JenkinsAdapter`` (python-jenkins, JSON decoding, parsing); each
 engine's answer is decoded and parsed by the real ``DockerHost.observe`` with its socket
-replaced by the pre-serialised bytes. Then ``planner.plan``. Target: ≤ 150 ms.
-Run: python3 bench/full_pass.py [--runs N]
+replaced by the pre-serialised bytes. Then ``planner.plan``; all of it with the cyclic
+garbage collector paused, as ``Engine.run_pass`` does (``--collector`` leaves it running).
+Target: ≤ 150 ms.
+Run: python3 bench/full_pass.py [--runs N] [--collector]
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import statistics
 import sys
@@ -31,6 +34,7 @@ from planner_bench import NOW, scenario
 
 from agentpool.adapters.docker import DOCKER_DIR, DockerHost
 from agentpool.adapters.jenkins import JenkinsAdapter
+from agentpool.gcpause import collector_paused
 from agentpool.model import (
     LABEL_AGENT,
     LABEL_INSTANCE,
@@ -225,6 +229,11 @@ def serve(nodes: bytes, queue: bytes) -> ThreadingHTTPServer:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--runs", type=int, default=21)
+    parser.add_argument(
+        "--collector",
+        action="store_true",
+        help="leave the cyclic garbage collector running (the engine pauses it for a pass)",
+    )
     args = parser.parse_args()
     observed, config, memory = scenario()
     assert observed.queue is not None and observed.nodes is not None
@@ -246,13 +255,14 @@ def main() -> None:
     result = None
     for run in range(args.runs + 1):
         t0, c0 = time.perf_counter(), time.process_time()
-        nodes = jenkins.read_nodes()
-        queue = jenkins.read_queue(nodes)
-        t1 = time.perf_counter()
-        views = tuple(h.observe("ap") for h in hosts)
-        t2 = time.perf_counter()
-        result, _ = plan(Observed(queue, nodes, views), config, memory, NOW)
-        t3, c3 = time.perf_counter(), time.process_time()
+        with collector_paused() if not args.collector else contextlib.nullcontext():
+            nodes = jenkins.read_nodes()
+            queue = jenkins.read_queue(nodes)
+            t1 = time.perf_counter()
+            views = tuple(h.observe("ap") for h in hosts)
+            t2 = time.perf_counter()
+            result, _ = plan(Observed(queue, nodes, views), config, memory, NOW)
+            t3, c3 = time.perf_counter(), time.process_time()
         if run == 0:
             continue  # warm-up: the session's connection, the label-parsing cache
         for key, value in (("jenkins", t1 - t0), ("engines", t2 - t1), ("plan", t3 - t2), ("total", t3 - t0)):
