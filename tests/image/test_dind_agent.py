@@ -249,3 +249,9 @@ def test_a_timeout_that_is_not_a_number_is_refused_not_evaluated(agents: Agents)
     assert proc.returncode == 1
     assert "DIND_START_TIMEOUT must be a whole number of seconds" in proc.stderr
     assert "evaluated\n" not in proc.stderr
+
+
+def test_a_start_niceness_out_of_range_is_refused(agents: Agents) -> None:
+    proc = agents.run_to_end("nice", env={"DIND_DOCKERD_START_NICE": "-5"})
+    assert proc.returncode == 1
+    assert "DIND_DOCKERD_START_NICE must be a niceness from 0 to 19, got '-5'" in proc.stderr

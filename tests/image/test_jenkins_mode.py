@@ -192,3 +192,7 @@ def test_the_agent_connects_while_the_engine_starts_and_a_builds_docker_waits_fo
     logs = agent.logs()
     # the agent was started before the engine answered: max(engine, agent), not their sum
     assert logs.index("starting the Jenkins agent") < logs.index("inner docker engine ready"), logs
+    # the engine started niced (yielding the CPU to the JVM) and is back at 0 once it answers:
+    # containers the build starts from now on do not inherit a lower priority
+    niceness = agent.exec("sh", "-c", "ps -o ni= -p $(pgrep -d, -x dockerd),$(pgrep -d, -x containerd)")
+    assert niceness.split() == ["0", "0"], niceness
