@@ -9,9 +9,15 @@ Afterwards the daemon gets SIGTERM and the run's containers and volumes are remo
 ``--reap-during N`` instead measures a new build for another pool queued while N agents whose
 containers ignore SIGTERM are being reaped (each stop takes its 10 s grace).
 
+``--floor`` measures what the engine alone needs: N containers of the same image, security
+profile and a fresh volume each, created and started from N threads at once with the Docker
+SDK — no Jenkins, no agentpool. Its "→ started" is the floor under agentpool's
+"queued → container started" on this engine.
+
 Run: python3 bench/burst.py --items 12 --image noop --runs 3
      python3 bench/burst.py --items 12 --image agentpool/dind-agent:latest
      python3 bench/burst.py --reap-during 12
+     python3 bench/burst.py --floor --items 12 --runs 3
 """
 
 from __future__ import annotations
@@ -24,6 +30,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from datetime import datetime
 from pathlib import Path
@@ -34,6 +41,7 @@ import jenkins
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from agentpool.security import host_config_fields, host_config_kwargs  # noqa: E402
 from agentpool_testing.jenkins import Controller  # noqa: E402
 from agentpool_testing.jobs import freestyle_xml  # noqa: E402
 from agentpool_testing.network import bridge_gateway  # noqa: E402
@@ -201,6 +209,45 @@ def reap_during(client: docker.DockerClient, agents: int, parallel: int) -> tupl
             cleanup(client, instance)
 
 
+def floor(client: docker.DockerClient, image: str, items: int) -> list[float]:
+    """Seconds from the request to each container started, N at once, the engine alone."""
+    instance = "f" + secrets.token_hex(3)
+    labels = {"agentpool.instance": instance}
+    api = client.api
+    done: list[float] = []
+    lock = threading.Lock()
+
+    def one(index: int, go: threading.Event) -> None:
+        name = f"{instance}-{index}"
+        go.wait()
+        begun = time.monotonic()
+        api.create_volume(f"{name}-docker", labels=labels)
+        host_config = api.create_host_config(
+            binds={f"{name}-docker": {"bind": "/var/lib/docker", "mode": "rw"}},
+            restart_policy={"Name": "no"},
+            **host_config_kwargs("capabilities", ["SYS_RESOURCE"]),
+        )
+        host_config.update(host_config_fields("capabilities"))
+        created = api.create_container(image=image, name=name, labels=labels, host_config=host_config)
+        api.start(created["Id"])
+        with lock:
+            done.append(time.monotonic() - begun)
+
+    go = threading.Event()
+    threads = [threading.Thread(target=one, args=(i, go)) for i in range(items)]
+    try:
+        for thread in threads:
+            thread.start()
+        go.set()
+        for thread in threads:
+            thread.join(120)
+    finally:
+        cleanup(client, instance)
+    if len(done) != items:
+        raise SystemExit(f"only {len(done)} of {items} containers started")
+    return done
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -211,8 +258,23 @@ def main() -> None:
     parser.add_argument("--parallel", type=int, default=4, help="docker_hosts[].max_parallel_launches")
     parser.add_argument("--volume", default="per-agent", choices=("per-agent", "reuse"))
     parser.add_argument("--reap-during", type=int, default=0, metavar="N")
+    parser.add_argument("--floor", action="store_true", help="the engine alone: N containers started at once")
     args = parser.parse_args()
     client = docker.from_env()
+    if args.floor:
+        image = build_noop_image(client) if args.image == "noop" else args.image
+        starts: list[float] = []
+        for run in range(args.runs):
+            samples = floor(client, image, args.items)
+            starts += samples
+            print(
+                f"run {run + 1}: the engine alone, {args.items} containers of {image} at once, "
+                f"load {os.getloadavg()[0]:.1f}: request → started {summary(samples)}",
+                flush=True,
+            )
+        if args.runs > 1:
+            print(f"all {args.runs} runs: request → started {summary(starts)}")
+        return
     if args.reap_during:
         for run in range(args.runs):
             waited, reap = reap_during(client, args.reap_during, args.parallel)
