@@ -191,7 +191,9 @@ def leftovers(
     """Everything of this instance still present: containers, volumes, Jenkins nodes."""
     label = f"agentpool.instance={instance}"
     return {
-        "containers": [c.name for c in client.containers.list(all=True, filters={"label": label})],
+        "containers": [
+            c.name for c in client.containers.list(all=True, filters={"label": label}, ignore_removed=True)
+        ],
         "volumes": [v.name for v in client.volumes.list(filters={"label": label})],
         "nodes": [n["name"] for n in jenkins_client.get_nodes() if n["name"].startswith(instance + "-")],
     }
@@ -202,7 +204,7 @@ def cleanup(docker_client: docker.DockerClient, instance: str) -> Iterator[None]
     """Whatever a failing test leaves behind is removed, so later runs start clean."""
     yield
     label = f"agentpool.instance={instance}"
-    for container in docker_client.containers.list(all=True, filters={"label": label}):
+    for container in docker_client.containers.list(all=True, filters={"label": label}, ignore_removed=True):
         container.remove(force=True, v=True)
     for volume in docker_client.volumes.list(filters={"label": label}):
         volume.remove(force=True)

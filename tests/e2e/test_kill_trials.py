@@ -126,7 +126,7 @@ def test_kill_9_at_random_points_of_launches_and_reaps(
                     ]
                 figures[-1]["decisions"] = [ln[-240:] for ln in decisions]
             assert outcome == "SUCCESS", (trial, console)
-            assert not docker_client.containers.list(all=True, filters={"label": label})
+            assert not docker_client.containers.list(all=True, filters={"label": label}, ignore_removed=True)
     finally:
         stop.set()
         watcher.join(5)

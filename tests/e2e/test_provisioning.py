@@ -65,9 +65,9 @@ def test_no_over_provisioning_with_ten_items_and_max_three(
     label = f"agentpool.instance={instance}"
 
     def all_done() -> bool:
-        for c in docker_client.containers.list(all=True, filters={"label": label}):
+        for c in docker_client.containers.list(all=True, filters={"label": label}, ignore_removed=True):
             seen.add(c.name)
-        running = docker_client.containers.list(all=True, filters={"label": label})
+        running = docker_client.containers.list(all=True, filters={"label": label}, ignore_removed=True)
         assert len(running) <= 3, [c.name for c in running]
         return all(build_info(jenkins_client, f"j{i}") for i in range(10))
 

@@ -130,7 +130,7 @@ def test_no_output_holds_the_token_or_an_agent_secret(
     secrets = {"token": token, "basic": base64.b64encode(f"admin:{token}".encode()).decode()}
     secrets.update({f"secret of {a}": controller.secret(a) for a in agents})
     label = f"agentpool.instance={instance}"
-    for container in docker_client.containers.list(all=True, filters={"label": label}):
+    for container in docker_client.containers.list(all=True, filters={"label": label}, ignore_removed=True):
         outputs[f"docker inspect {container.name}"] = json.dumps(
             docker_client.api.inspect_container(container.id)
         )

@@ -143,14 +143,19 @@ def test_daemon_killed_mid_provision_restarts_without_duplicates_or_leaks(
     daemon = start()
     try:
         wait_for(
-            "a container", lambda: docker_client.containers.list(all=True, filters={"label": label}), 60, 0.1
+            "a container",
+            lambda: docker_client.containers.list(all=True, filters={"label": label}, ignore_removed=True),
+            60,
+            0.1,
         )
         daemon.send_signal(signal.SIGKILL)
         daemon.wait(10)
         seen: set[str] = set()
 
         def watch() -> bool:
-            containers = docker_client.containers.list(all=True, filters={"label": label})
+            containers = docker_client.containers.list(
+                all=True, filters={"label": label}, ignore_removed=True
+            )
             assert len(containers) <= 1, [c.name for c in containers]
             seen.update(c.name for c in containers)
             return bool(result(jenkins_client, "one")) and not containers

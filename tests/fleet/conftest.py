@@ -200,7 +200,7 @@ def _wait_engine(engine: FleetEngine, client: docker.DockerClient, timeout: floa
 
 def _cleanup(client: docker.DockerClient, suffix: str) -> None:
     label = f"{LABEL}={suffix}"
-    for container in client.containers.list(all=True, filters={"label": label}):
+    for container in client.containers.list(all=True, filters={"label": label}, ignore_removed=True):
         container.remove(force=True, v=True)
     for volume in client.volumes.list(filters={"label": label}):
         volume.remove(force=True)

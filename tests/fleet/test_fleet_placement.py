@@ -87,7 +87,9 @@ def instance(fleet: Fleet) -> Iterator[str]:
         host = engine.host()
         try:
             client = host.client
-            for c in client.containers.list(all=True, filters={"label": f"{LABEL_INSTANCE}={name}"}):
+            for c in client.containers.list(
+                all=True, filters={"label": f"{LABEL_INSTANCE}={name}"}, ignore_removed=True
+            ):
                 c.remove(force=True, v=True)
             for v in client.volumes.list(filters={"label": f"{LABEL_INSTANCE}={name}"}):
                 v.remove(force=True)

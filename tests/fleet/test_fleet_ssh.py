@@ -128,7 +128,9 @@ def ssh_engine(host_engine: docker.DockerClient, fleet: Fleet) -> Iterator[tuple
         hostname = host_engine.api.inspect_container(name)["Config"]["Hostname"]
         yield SSHEngine(ip, f"{host_key[0]} {host_key[1]}", name, hostname), private
     finally:
-        for c in host_engine.containers.list(all=True, filters={"label": f"{LABEL}={suffix}"}):
+        for c in host_engine.containers.list(
+            all=True, filters={"label": f"{LABEL}={suffix}"}, ignore_removed=True
+        ):
             c.remove(force=True, v=True)
         for v in host_engine.volumes.list(filters={"label": f"{LABEL}={suffix}"}):
             v.remove(force=True)

@@ -149,7 +149,7 @@ def _leftovers(instance: str) -> list[str]:
     client = docker.from_env()
     try:
         selector = {"label": f"{LABEL_DOCTOR}={instance}"}
-        containers = [c.name for c in client.containers.list(all=True, filters=selector)]
+        containers = [c.name for c in client.containers.list(all=True, filters=selector, ignore_removed=True)]
         volumes = [v.name for v in client.volumes.list(filters=selector)]
         return containers + volumes
     finally:

@@ -144,6 +144,11 @@ def test_the_engine_is_asked_which_capability_names_it_knows(busybox_image: str)
         if cli.returncode == 0:
             subprocess.run(["docker", "rm", cli.stdout.strip()], capture_output=True, check=False)
         assert engine_knows_capability(client, busybox_image, "PERFMON", instance) == (cli.returncode == 0)
-        assert client.containers.list(all=True, filters={"label": f"{LABEL_DOCTOR}={instance}"}) == []
+        assert (
+            client.containers.list(
+                all=True, filters={"label": f"{LABEL_DOCTOR}={instance}"}, ignore_removed=True
+            )
+            == []
+        )
     finally:
         client.close()

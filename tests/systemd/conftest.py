@@ -219,7 +219,9 @@ class SystemdHost:
 
     def agent_containers(self) -> dict[str, str]:
         """Running agent containers of this instance: name → container id."""
-        found = self.client.containers.list(filters={"label": f"agentpool.instance={self.instance}"})
+        found = self.client.containers.list(
+            filters={"label": f"agentpool.instance={self.instance}"}, ignore_removed=True
+        )
         return {c.name: c.id for c in found if c.labels.get("agentpool.agent")}
 
     def jenkins(self) -> jenkins.Jenkins:
@@ -540,7 +542,7 @@ def systemd_host() -> Iterator[SystemdHost]:
         else:
             subprocess.run(["docker", "rm", "-f", "-v", name], capture_output=True, check=False)
         label = f"agentpool.instance={instance}"
-        for c in client.containers.list(all=True, filters={"label": label}):
+        for c in client.containers.list(all=True, filters={"label": label}, ignore_removed=True):
             c.remove(force=True, v=True)
         for v in client.volumes.list(filters={"label": label}):
             v.remove(force=True)
