@@ -101,14 +101,16 @@ def _pools(status: dict[str, Any]) -> str:
             )
         if p.get("at_cap"):
             flags.append('<span class="warn">at cap</span>')
+        # data-th: the column's name, shown before the value where the table is stacked (phones).
         rows.append(
             f'<tr data-pool="{e(name)}"><td class="name">{e(name)}</td>'
-            f"<td>{e(' '.join(p.get('labels', [])))}</td>"
-            f'<td class="n" data-field="agents">{e(p.get("agents"))} / {e(p.get("max_agents"))}</td>'
-            f'<td class="n" data-field="starting">{e(states.get("starting", 0))}</td>'
-            f'<td class="n" data-field="online-idle">{e(states.get("online-idle", 0))}</td>'
-            f'<td class="n" data-field="busy">{e(states.get("busy", 0))}</td>'
-            f'<td class="n" data-field="draining">{e(states.get("draining", 0))}</td>'
+            f'<td data-field="labels" data-th="labels">{e(" ".join(p.get("labels", [])))}</td>'
+            f'<td class="n" data-field="agents" data-th="agents / cap">'
+            f"{e(p.get('agents'))} / {e(p.get('max_agents'))}</td>"
+            f'<td class="n" data-field="starting" data-th="starting">{e(states.get("starting", 0))}</td>'
+            f'<td class="n" data-field="online-idle" data-th="idle">{e(states.get("online-idle", 0))}</td>'
+            f'<td class="n" data-field="busy" data-th="busy">{e(states.get("busy", 0))}</td>'
+            f'<td class="n" data-field="draining" data-th="draining">{e(states.get("draining", 0))}</td>'
             f'<td data-field="flags">{" ".join(flags) or OK}</td></tr>'
         )
     head = ["pool", "labels", "#agents / cap", "#starting", "#idle", "#busy", "#draining", "state"]

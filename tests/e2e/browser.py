@@ -8,13 +8,20 @@ origins a page contacted, not just that its HTML looks clean.
 
 from __future__ import annotations
 
+import base64
+import fcntl
+import json
+import os
+import select
 import shutil
 import subprocess
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 
 import requests
@@ -168,3 +175,135 @@ def chromium(
         check=False,
         cwd=profile,
     )
+
+
+class DevTools:
+    """Chromium's DevTools protocol over ``--remote-debugging-pipe`` (NUL-terminated JSON on fds 3
+    and 4): no WebSocket client needed, and evaluation is not subject to the page's CSP."""
+
+    def __init__(self, process: subprocess.Popen[bytes], to_browser: int, from_browser: int) -> None:
+        self.process = process
+        self.to_browser = to_browser
+        self.from_browser = from_browser
+        self.buffer = b""
+        self.next_id = 0
+        self.events: list[dict[str, Any]] = []
+
+    def _read(self, deadline: float) -> dict[str, Any]:
+        while b"\0" not in self.buffer:
+            if not select.select([self.from_browser], [], [], max(0.0, deadline - time.monotonic()))[0]:
+                raise TimeoutError("Chromium's DevTools pipe said nothing in time")
+            chunk = os.read(self.from_browser, 65536)
+            if not chunk:
+                raise EOFError(f"Chromium closed its DevTools pipe (exit {self.process.poll()})")
+            self.buffer += chunk
+        message, self.buffer = self.buffer.split(b"\0", 1)
+        parsed: dict[str, Any] = json.loads(message)
+        return parsed
+
+    def call(self, method: str, session: str | None = None, timeout: float = 30, **params: Any) -> Any:
+        self.next_id += 1
+        request: dict[str, Any] = {"id": self.next_id, "method": method, "params": params}
+        if session:
+            request["sessionId"] = session
+        os.write(self.to_browser, json.dumps(request).encode() + b"\0")
+        deadline = time.monotonic() + timeout
+        while True:
+            message = self._read(deadline)
+            if message.get("id") == self.next_id:
+                if "error" in message:
+                    raise RuntimeError(f"{method}: {message['error']}")
+                return message.get("result", {})
+            self.events.append(message)
+
+    def wait_event(self, method: str, timeout: float = 30) -> dict[str, Any]:
+        deadline = time.monotonic() + timeout
+        for i, event in enumerate(self.events):
+            if event.get("method") == method:
+                return self.events.pop(i)
+        while True:
+            message = self._read(deadline)
+            if message.get("method") == method:
+                return message
+            self.events.append(message)
+
+
+@contextmanager
+def devtools(profile: Path, proxy: RecordingProxy) -> Iterator[DevTools]:
+    """Headless Chromium on ``about:blank`` driven over the DevTools pipe, through ``proxy``."""
+    binary = chromium_path()
+    assert binary is not None, "chromium is not installed (scripts/lib.sh installs it)"
+    to_read, to_browser = os.pipe()  # Chromium reads commands on its fd 3
+    from_browser, to_write = os.pipe()  # and writes answers on its fd 4
+
+    def fds() -> None:  # in the child, before it closes all but pass_fds: ours onto 3 and 4
+        read, write = fcntl.fcntl(to_read, fcntl.F_DUPFD, 100), fcntl.fcntl(to_write, fcntl.F_DUPFD, 100)
+        os.dup2(read, 3)
+        os.dup2(write, 4)
+
+    process = subprocess.Popen(
+        [
+            binary,
+            *QUIET,
+            "--remote-debugging-pipe",
+            f"--user-data-dir={profile}",
+            f"--proxy-server=http://127.0.0.1:{proxy.port}",
+            "--proxy-bypass-list=<-loopback>",
+            "about:blank",
+        ],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        pass_fds=(3, 4),
+        preexec_fn=fds,
+        cwd=profile,
+    )
+    os.close(to_read)
+    os.close(to_write)
+    try:
+        yield DevTools(process, to_browser, from_browser)
+    finally:
+        os.close(to_browser)
+        os.close(from_browser)
+        process.terminate()
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(timeout=10)
+
+
+def layout_at(
+    url: str,
+    profile: Path,
+    proxy: RecordingProxy,
+    width: int,
+    height: int,
+    script: str,
+    screenshot: Path | None = None,
+) -> Any:
+    """``script``'s value (a JSON-able expression) on ``url`` laid out on a phone ``width`` x ``height``
+    CSS pixels (mobile emulation: the page's viewport meta applies, as on a phone); the whole
+    page saved as a PNG at ``screenshot`` when given."""
+    with devtools(profile, proxy) as tools:
+        targets = tools.call("Target.getTargets")["targetInfos"]
+        page = next(t["targetId"] for t in targets if t["type"] == "page")
+        session = tools.call("Target.attachToTarget", targetId=page, flatten=True)["sessionId"]
+        tools.call(
+            "Emulation.setDeviceMetricsOverride",
+            session,
+            width=width,
+            height=height,
+            deviceScaleFactor=2,
+            mobile=True,
+        )
+        tools.call("Page.enable", session)
+        tools.call("Page.navigate", session, url=url)
+        tools.wait_event("Page.loadEventFired")
+        result = tools.call("Runtime.evaluate", session, expression=script, returnByValue=True)
+        if "exceptionDetails" in result:
+            raise RuntimeError(f"{script}: {result['exceptionDetails']}")
+        if screenshot is not None:
+            shot = tools.call("Page.captureScreenshot", session, format="png", captureBeyondViewport=True)
+            screenshot.write_bytes(base64.b64decode(shot["data"]))
+        return result["result"]["value"]

@@ -1,6 +1,7 @@
 """The status page in a real headless Chromium, served by a running daemon with agents and waiting
-builds: what it shows matches ``/status``, it requests nothing from any other origin, and a
-phone-sized and a desktop screenshot are kept under ``tmp/artefacts/``."""
+builds: what it shows matches ``/status``, it requests nothing from any other origin, nothing on
+it scrolls sideways on a phone, and phone-sized and desktop screenshots are kept under
+``tmp/artefacts/``."""
 
 from __future__ import annotations
 
@@ -24,7 +25,7 @@ from agentpool.service.page import duration
 from agentpool_testing.jenkins import Controller
 from agentpool_testing.jobs import freestyle_xml
 
-from .browser import chromium, chromium_path, recording_proxy
+from .browser import chromium, chromium_path, layout_at, recording_proxy
 from .conftest import REPO, ConfigFactory, drive, free_port
 
 pytestmark = [
@@ -36,6 +37,7 @@ pytestmark = [
 ]
 
 ARTEFACTS = Path(os.environ.get("AGENTPOOL_ARTEFACTS", REPO / "tmp" / "artefacts"))
+PHONE_WIDTH = 390
 
 
 class Rows(HTMLParser):
@@ -137,10 +139,29 @@ def test_status_page_in_chromium_matches_status_and_loads_nothing_from_elsewhere
                 assert shot.returncode == 0, shot.stderr[-2000:]
                 png = ARTEFACTS / f"status-page-{name}.png"
                 assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 10_000
+            # On a phone (390 CSS px, mobile emulation) nothing scrolls sideways: not the document,
+            # and not the pools table in its overflow box (which would keep the document narrow).
+            phone = layout_at(
+                base + "/",
+                profile,
+                proxy,
+                PHONE_WIDTH,
+                844,
+                "({viewport: window.innerWidth, document: document.documentElement.scrollWidth,"
+                " pools: document.getElementById('pools-table').scrollWidth,"
+                " poolsBox: document.getElementById('pools-table').parentElement.clientWidth})",
+                screenshot=ARTEFACTS / f"status-page-phone-{PHONE_WIDTH}.png",
+            )
             page_requests = proxy.page_requests()
         # Every request the page made was to the daemon itself (the page, maybe a favicon).
         assert page_requests and all(u.startswith(base + "/") for u in page_requests), page_requests
         assert base + "/" in page_requests
+
+        assert phone["viewport"] == PHONE_WIDTH, phone
+        assert phone["document"] <= phone["viewport"], f"the page scrolls sideways on a phone: {phone}"
+        assert phone["pools"] <= phone["poolsBox"], f"the pools table scrolls sideways on a phone: {phone}"
+        png = ARTEFACTS / f"status-page-phone-{PHONE_WIDTH}.png"
+        assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 10_000
 
         assert '<meta http-equiv="refresh" content="2">' in shown.stdout  # poll_interval 1s: 2 at least
         rows = parse(shown.stdout).rows
