@@ -121,6 +121,7 @@ class Volume:
     free: bool  # reuse pools: released by a cleanly reaped agent, may be leased again
     created: float
     last_used: float  # when it was last released (reuse pools), else created
+    boot: str = ""  # LABEL_BOOT: the run of the daemon that created it ("" before volumes had it)
 
 
 @dataclass(frozen=True, slots=True)

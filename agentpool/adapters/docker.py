@@ -410,6 +410,7 @@ def _host_view(name: str, raw_containers: Any, raw_volumes: Any) -> HostView:
                 free=raw["Name"] not in mounted,
                 created=created,
                 last_used=created,
+                boot=labels.get(LABEL_BOOT, ""),
             )
         )
     return HostView(name=name, reachable=True, containers=tuple(containers), volumes=tuple(volumes))

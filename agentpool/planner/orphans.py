@@ -84,6 +84,10 @@ def _candidates(
         pool = pools.get(v.pool)
         if v.free and pool is not None and pool.docker_volume == "reuse":
             continue  # a warm cache waiting for the pool's next agent
+        # Created by an earlier run for an agent that has no container: no launch of ours is
+        # still going to mount it (a crash between creating it and the container, or mid-reap).
+        earlier = bool(v.boot) and v.boot != ours.boot and v.agent not in ours.containers
+        detail = "volume has no agent" + (" (left by an earlier run)" if earlier else "")
         found.append(
             _Candidate(
                 ResourceKind.VOLUME,
@@ -92,7 +96,8 @@ def _candidates(
                 v.pool,
                 now - v.created,
                 ORPHAN_GRACE,
-                "volume has no agent",
+                detail,
+                at_once=earlier,
             )
         )
     return found

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import copy
 import re
-from dataclasses import fields
+from dataclasses import fields, replace
 from typing import Any
 
 import pytest
@@ -592,6 +592,28 @@ def test_free_volume_of_a_per_agent_pool_is_an_orphan() -> None:
     _, mem = plan(obs, config(), Memory(), T0)
     p, _ = plan(obs, config(), mem, T0 + 61)
     assert [(r.kind, r.reason) for r in removals(p)] == [("volume", Reason.ORPHAN)]
+
+
+def test_a_volume_left_by_an_earlier_run_without_its_container_is_removed_at_once() -> None:
+    """A kill -9 between creating the volume and the container: no launch of this run can
+    still mount it, so it does not wait out the orphan grace."""
+    old = replace(volume(f"{A1}-docker", agent=A1, created=T0 - 5), boot="b-before")
+    p, _ = plan(observed(volumes=[old]), config(), Memory(boot="b-now"), T0)
+    [removal] = removals(p)
+    assert (removal.kind, removal.name, removal.reason) == ("volume", f"{A1}-docker", Reason.ORPHAN)
+    assert "left by an earlier run" in removal.detail
+
+
+@pytest.mark.parametrize(
+    ("boot", "with_container"),
+    [("b-now", False), ("", False), ("b-before", True)],
+    ids=["this-run-launching", "unlabelled", "its-container-exists"],
+)
+def test_other_young_volumes_wait_for_the_grace(boot: str, with_container: bool) -> None:
+    young = replace(volume(f"{A1}-docker", agent=A1, created=T0 - 5), boot=boot)
+    containers = [container(A1, created=T0 - 5)] if with_container else []
+    p, _ = plan(observed(containers=containers, volumes=[young]), config(), Memory(boot="b-now"), T0)
+    assert [r for r in removals(p) if r.kind == "volume"] == []
 
 
 # --- labels Jenkins hides ----------------------------------------------------------------
