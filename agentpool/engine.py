@@ -93,6 +93,8 @@ class Engine:
         self.memory = Memory(daemon_id=self.state.daemon_id(), boot=secrets.token_hex(3))
         for pool in sorted(self.state.draining()):
             self.memory = planner.set_draining(self.memory, pool, True)
+        for host in sorted(self.state.draining_hosts()):
+            self.memory = planner.set_host_draining(self.memory, host, True)
         self.last_report: PassReport | None = None
         self.last_success: float | None = None
         self.lock = threading.Lock()
@@ -274,14 +276,21 @@ class Engine:
         with self.lock:
             for name in names:
                 self.memory = planner.set_draining(self.memory, name, draining)
-            self.state.save_draining({name for name, p in self.memory.pools.items() if p.draining})
+            self._save_drain_state()
         return names
+
+    def _save_drain_state(self) -> None:
+        self.state.save_draining(
+            {name for name, p in self.memory.pools.items() if p.draining},
+            {name for name, h in self.memory.hosts.items() if h.draining},
+        )
 
     def set_host_draining(self, host: str, draining: bool) -> list[str]:
         if self.config.host(host) is None:
             raise LookupError(f"no docker host named {host!r}")
         with self.lock:
             self.memory = planner.set_host_draining(self.memory, host, draining)
+            self._save_drain_state()
         return [host]
 
     def agents_on(self, host: str) -> int:

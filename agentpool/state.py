@@ -1,4 +1,4 @@
-"""What survives a restart: this installation's daemon id and the pools being drained.
+"""What survives a restart: this installation's daemon id and the pools and hosts being drained.
 
 Everything else agentpool knows is rebuilt from what Jenkins and the backends show. The
 daemon id goes into the marker of every node it creates (``agentpool:<instance>:<id>``), so
@@ -19,6 +19,7 @@ import os
 import secrets
 import socket
 import tempfile
+from collections.abc import Collection
 from pathlib import Path
 
 log = logging.getLogger("agentpool")
@@ -91,6 +92,13 @@ class State:
 
     def draining(self) -> set[str]:
         """The pools drained when the daemon last stopped."""
+        return self._names("draining")
+
+    def draining_hosts(self) -> set[str]:
+        """The docker hosts drained when the daemon last stopped (maintenance outlives a restart)."""
+        return self._names("draining_hosts")
+
+    def _names(self, key: str) -> set[str]:
         try:
             data = json.loads((self.dir / "state.json").read_text(encoding="utf-8"))
         except FileNotFoundError:
@@ -104,11 +112,14 @@ class State:
                     extra={"event": "state file unreadable", "path": str(self.dir / "state.json")},
                 )
             return set()
-        pools = data.get("draining", []) if isinstance(data, dict) else []
-        return {str(p) for p in pools if isinstance(p, str)}
+        names = data.get(key, []) if isinstance(data, dict) else []
+        return {str(n) for n in names if isinstance(n, str)} if isinstance(names, list) else set()
 
-    def save_draining(self, pools: set[str]) -> None:
+    def save_draining(self, pools: Collection[str], hosts: Collection[str] = ()) -> None:
+        state: dict[str, list[str]] = {"draining": sorted(pools)}
+        if hosts:
+            state["draining_hosts"] = sorted(hosts)
         try:
-            write_atomically(self.dir / "state.json", json.dumps({"draining": sorted(pools)}) + "\n")
+            write_atomically(self.dir / "state.json", json.dumps(state) + "\n")
         except OSError as exc:
             self._warn("drain state", exc)

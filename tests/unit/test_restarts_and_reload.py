@@ -110,6 +110,22 @@ def test_drain_survives_a_restart_and_the_node_marker_carries_the_daemon_id(tmp_
     assert restarted.state.draining() == set() and "dind" not in restarted.memory.pools
 
 
+def test_a_drained_host_stays_drained_after_a_restart(tmp_path: Path) -> None:
+    cfg = load()
+    jenkins, hosts = FakeJenkins(), {"local": FakeBackend("local"), "other": FakeBackend("other")}
+    first = engine(cfg, jenkins, hosts)
+    first.set_host_draining("other", True)
+    first.set_draining("dind", True)
+    data = json.loads((Path(first.state.dir) / "state.json").read_text())
+    assert data == {"draining": ["dind"], "draining_hosts": ["other"]}
+    again = engine(cfg, jenkins, hosts)
+    assert again.memory.hosts["other"].draining and again.memory.pools["dind"].draining
+    again.set_host_draining("other", False)
+    restarted = engine(cfg, jenkins, hosts)
+    assert restarted.state.draining_hosts() == set()
+    assert "other" not in restarted.memory.hosts or not restarted.memory.hosts["other"].draining
+
+
 # -- reload ------------------------------------------------------------------------------------
 
 
