@@ -208,7 +208,8 @@ class Engine:
             with collector_paused():
                 observed = self.observe(in_flight, ticks)
                 plan, memory = planner.plan(observed, self.config, self.memory, self.clock())
-            outcomes.log_new_online(self.memory, memory, self.hooks)
+            if execute:  # `status` without a daemon adopts nothing, and nothing came online
+                outcomes.log_new_online(self.memory, memory, self.hooks)
             report = PassReport(started=started, duration=0.0, observed=observed, plan=plan)
             # Without execute (`status` with no daemon running) the memory still adopts what
             # was observed, so the agents can be shown; nothing is done about them.

@@ -169,14 +169,25 @@ def _tail(outcome: Outcome) -> dict[str, str]:
 
 
 def log_new_online(before: Memory, after: Memory, hooks: Hooks) -> None:
-    """An ``online`` line for each agent that connected between the two memories."""
+    """An ``online`` line for each agent that connected between the two memories, an
+    ``adopted`` line for each agent the plan took over (launched before a restart: provisioned
+    agents are in memory already, folded in from their outcome before the plan)."""
     for name, agent in after.agents.items():
         previous = before.agents.get(name)
-        if agent.online_at is not None and (previous is None or previous.online_at is None):
+        if previous is None:
+            decision(
+                "adopted",
+                agent=name,
+                pool=agent.pool,
+                host=agent.host,
+                connected=agent.online_at is not None,
+                detail="its container and node of ours were found (launched by an earlier run)",
+            )
+            continue
+        if agent.online_at is not None and previous.online_at is None:
             waited = agent.online_at - (agent.needed_since or agent.launched_at)
             decision("online", agent=name, pool=agent.pool, host=agent.host, waited=round(waited, 1))
-            if previous is not None:
-                hooks.agent_online(agent.pool, max(0.0, waited))
+            hooks.agent_online(agent.pool, max(0.0, waited))
 
 
 def report_neighbours(

@@ -99,3 +99,24 @@ def test_a_failed_api_call_is_counted_with_its_system_and_kind(config: Config) -
     jenkins.fail("create_node", kind=ErrorKind.FORBIDDEN)
     engine.run_pass()
     assert hooks.api_errors == [(System.JENKINS, ErrorKind.FORBIDDEN)]
+
+
+def test_a_restarted_daemon_logs_each_agent_it_adopts_once(
+    config: Config, caplog: pytest.LogCaptureFixture
+) -> None:
+    jenkins, backend = FakeJenkins(), FakeBackend("local")
+    first = engine_with(config, jenkins, backend)
+    first.run_pass()
+    first.close()
+    (agent,) = backend.agents
+    caplog.clear()
+    caplog.set_level("INFO", logger="agentpool")
+    again = engine_with(config, jenkins, backend)  # the same engine and controller, a new boot
+    again.run_pass()
+    again.run_pass()
+    again.close()
+    events = [(r.getMessage(), getattr(r, "agent", None)) for r in caplog.records]
+    assert events.count(("adopted", agent)) == 1, events
+    assert ("online", agent) not in events and ("provisioned", agent) not in events
+    adopted = next(r for r in caplog.records if r.getMessage() == "adopted")
+    assert (getattr(adopted, "pool", None), getattr(adopted, "connected", None)) == ("dind", True)
