@@ -20,6 +20,7 @@ from agentpool.config import Config, ConfigError, load_config
 from agentpool.daemon import Daemon
 from agentpool.engine import Engine
 from agentpool.logs import redact, setup_logging
+from agentpool.report import Hooks
 from agentpool.service.client import DaemonClient, DaemonError, DaemonUnavailable
 
 EXIT_OK, EXIT_FAIL, EXIT_USAGE = 0, 1, 2
@@ -75,18 +76,35 @@ def _engine(config: Config) -> Engine:
     return Engine(config)
 
 
+def _locked_engine(config: Config, what: str, hooks: Hooks | None = None) -> Engine:
+    """An engine that decides for the instance: none while another process does."""
+    engine = Engine(config, hooks=hooks)
+    holder = engine.state.lock()
+    if holder is not None:
+        engine.close()
+        say(
+            f"agentpool {what}: another agentpool process runs for instance {config.instance!r} "
+            f"({holder}; lock {engine.state.dir / 'lock'}): two would take each other's agents for "
+            "leftovers and remove them. Stop it first, or give this one its own `instance` or "
+            "`state_dir`.",
+            err=True,
+        )
+        raise SystemExit(EXIT_FAIL)
+    return engine
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     from agentpool.service.layer import ServiceLayer
 
     config = _load(args.config)
     service = ServiceLayer(config)
-    engine = Engine(config, hooks=service)
+    engine = _locked_engine(config, "run", service)
     return Daemon(args.config, engine, service).run()
 
 
 def cmd_once(args: argparse.Namespace) -> int:
     config = _load(args.config)
-    engine = _engine(config)
+    engine = _locked_engine(config, "once")
     try:
         report = engine.run_pass()
     finally:
@@ -171,7 +189,10 @@ def _drain_host(config: Config, host: str, draining: bool) -> int:
     answer = _ask_daemon(config, "drain" if draining else "resume", None, host)
     if not draining:
         if answer is None:
-            say("no daemon running: nothing to resume (draining lives in the daemon)")
+            engine = _locked_engine(config, "resume")
+            engine.set_host_draining(host, False)
+            engine.close()
+            say(f"resumed docker host {host} (no daemon running: its next start places agents there)")
         else:
             say(f"resumed docker host {host}")
         return EXIT_OK
@@ -179,7 +200,7 @@ def _drain_host(config: Config, host: str, draining: bool) -> int:
         say(f"draining docker host {host} (running daemon); waiting for its agents to go")
         _wait_for_daemon(config, "host", {host})
     else:
-        engine = _engine(config)
+        engine = _locked_engine(config, "drain")
         engine.set_host_draining(host, True)
         say(f"draining docker host {host} (no daemon running: acting myself)")
         _drain_here(engine, config, lambda: engine.agents_on(host))
@@ -204,7 +225,10 @@ def _drain(args: argparse.Namespace, draining: bool) -> int:
     answer = _ask_daemon(config, "drain" if draining else "resume", pool)
     if not draining:
         if answer is None:
-            say("no daemon running: nothing to resume (draining lives in the daemon)")
+            engine = _locked_engine(config, "resume")
+            pools = engine.set_draining(pool, False)
+            engine.close()
+            say(f"resumed: {', '.join(pools)} (no daemon running: saved for its next start)")
         else:
             say(f"resumed: {', '.join(answer.get('pools', []))}")
         return EXIT_OK
@@ -213,7 +237,7 @@ def _drain(args: argparse.Namespace, draining: bool) -> int:
         say(f"draining {', '.join(pools)} (running daemon); waiting for their agents to go")
         _wait_for_daemon(config, "pool", pools)
     else:
-        engine = _engine(config)
+        engine = _locked_engine(config, "drain")
         pools = engine.set_draining(pool, True)
         say(f"draining {', '.join(pools)} (no daemon running: acting myself)")
         _drain_here(engine, config, lambda: engine.agents_of(pools))

@@ -1,4 +1,5 @@
-"""What survives a restart: this installation's daemon id and the pools and hosts being drained.
+"""What survives a restart: this installation's daemon id and the pools and hosts being drained;
+and the run lock, which keeps two processes from deciding for one instance at once.
 
 Everything else agentpool knows is rebuilt from what Jenkins and the backends show. The
 daemon id goes into the marker of every node it creates (``agentpool:<instance>:<id>``), so
@@ -8,10 +9,17 @@ state must not be lost to a watchdog restart in the middle of maintenance. Files
 When the directory cannot be written, a warning is logged and the daemon goes on: the id
 is then derived from the host name and the directory (stable, but not unique if two
 daemons share both), and drain state lasts only until the next restart.
+
+Two processes sharing one state directory share the daemon id, so each would take the
+other's nodes and containers for leftovers of an earlier run of its own and remove them at
+once (a launch in flight included). ``run``, ``once`` and a drain acting without a daemon
+therefore hold ``<state_dir>/<instance>/lock`` (``flock``, released by the kernel when the
+process ends, even by kill -9) and refuse to start while another process holds it.
 """
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import logging
@@ -52,6 +60,34 @@ class State:
     def __init__(self, state_dir: str, instance: str) -> None:
         self.dir = Path(state_dir) / instance
         self._warned = False
+        self._lock_fd: int | None = None
+
+    def lock(self) -> str | None:
+        """Hold this instance's run lock until the process ends. None when held (or when the
+        directory is unusable: warned, as for the rest of the state); else who holds it."""
+        if self._lock_fd is not None:
+            return None
+        path = self.dir / "lock"
+        try:
+            self.dir.mkdir(parents=True, exist_ok=True)
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as exc:
+            self._warn("run lock", exc)
+            return None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 32, 0).decode("ascii", "replace").strip()
+            os.close(fd)
+            return f"pid {holder}" if holder.isdigit() else "another process"
+        except OSError as exc:  # a file system without locks
+            os.close(fd)
+            self._warn("run lock", exc)
+            return None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        self._lock_fd = fd
+        return None
 
     def _warn(self, what: str, exc: OSError) -> None:
         if not self._warned:
