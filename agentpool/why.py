@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import re
 from collections.abc import Collection, Iterable, Mapping, Sequence
-from dataclasses import replace
 from typing import Any
 
 import msgspec
@@ -229,6 +228,6 @@ def with_exact_labels(items: Sequence[QueueItem], exact: Mapping[int, str]) -> t
         if item.label is None and label is not None:
             normal = _normalised(label) if label else ""
             if normal is not None:
-                item = replace(item, label=normal, node=None, exact=True)
+                item = msgspec.structs.replace(item, label=normal, node=None, exact=True)
         out.append(item)
     return tuple(out)

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
+
+import msgspec
 
 from agentpool.config import PoolConfig
 from agentpool.labels import Expr, LabelSyntaxError, parse
@@ -53,7 +55,7 @@ def remember_labels(
     items = []
     for item in queue:
         if item.label is None and item.id in known:
-            item = replace(item, label=known[item.id], node=None)
+            item = msgspec.structs.replace(item, label=known[item.id], node=None)
         if item.label is not None:
             labels[item.id] = item.label
         items.append(item)

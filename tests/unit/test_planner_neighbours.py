@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from dataclasses import replace
 
+import msgspec
+
 from agentpool.model import Memory, Plan, Provision, QueueItem, Reap, Reason, RemoveOrphan
 from agentpool.planner import plan
 from agentpool.planner.ownership import node_marker
@@ -16,7 +18,7 @@ STATIC = node("static-1", ("docker", "linux", "ubuntu-22"), busy=1)
 
 
 def named(id: int, node_name: str = "static-1") -> QueueItem:
-    return replace(
+    return msgspec.structs.replace(
         item(id, None), why=f"Waiting for next available executor on ‘{node_name}’", node=node_name
     )
 
