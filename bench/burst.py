@@ -140,21 +140,24 @@ def burst(
                     if up and name not in online:
                         online[name] = now
                 time.sleep(0.02)
+            started = sorted(started_at(client, instance))
         finally:
             run.stop()
             cleanup(client, instance)
-        started = sorted(provisioned_at(run.log.read_text()))
     launched = [t - q for t, q in zip(started, queued_wall, strict=False)]
     return [t - q for t, q in zip(sorted(online.values()), queued, strict=True)], launched
 
 
-def provisioned_at(log: str) -> list[float]:
-    """Wall times of the daemon's "provisioned" lines: a launch (node, secret, volume, container) done."""
+def started_at(client: docker.DockerClient, instance: str) -> list[float]:
+    """When the engine started each agent container of the run (``State.StartedAt``): the end of
+    agentpool's part of a launch. The daemon's "provisioned" line comes later, when the next
+    pass folds the outcome in."""
     times = []
-    for line in log.splitlines():
-        if "event=provisioned" in line:
-            stamp = line.split(" ", 1)[0].removeprefix("ts=")
-            times.append(datetime.fromisoformat(stamp.replace("Z", "+00:00")).timestamp())
+    for c in client.api.containers(all=True, filters={"label": f"agentpool.instance={instance}"}):
+        stamp = client.api.inspect_container(c["Id"])["State"]["StartedAt"]
+        whole, _, fraction = stamp.rstrip("Z").partition(".")
+        moment = datetime.fromisoformat(whole + "+00:00").timestamp()
+        times.append(moment + float("0." + (fraction or "0")))
     return times
 
 
