@@ -342,7 +342,12 @@ start_dockerd() {
     # While the agent starts beside it, the engine yields the CPU to the agent's JVM (see
     # engine_priority): the agent connects sooner, and a build's `docker` waits for the engine.
     local nice=()
-    [ "${1:-}" = agent-first ] && [ "$DOCKERD_START_NICE" -gt 0 ] && nice=(nice -n "$DOCKERD_START_NICE")
+    # Only when the priority can be given back (CAP_SYS_NICE, not a sysbox user namespace):
+    # else the engine, and every container a build starts, would stay niced.
+    if [ "${1:-}" = agent-first ] && [ "$DOCKERD_START_NICE" -gt 0 ] \
+        && (renice -n 1 -p "$BASHPID" && renice -n 0 -p "$BASHPID") >/dev/null 2>&1; then
+        nice=(nice -n "$DOCKERD_START_NICE")
+    fi
     "${nice[@]}" dockerd "${DOCKERD_ARGS[@]}" </dev/null >>"$DOCKERD_LOG" 2>&1 &
     DOCKERD_PID=$!
 }
@@ -352,7 +357,9 @@ start_dockerd() {
 engine_priority() {
     local pids
     pids="$(pgrep -d ' ' -f '^(dockerd|containerd)( |$)' || true)"
-    [ -n "$pids" ] && renice -n 0 -p $pids >/dev/null 2>&1 || true
+    [ -z "$pids" ] && return 0
+    # shellcheck disable=SC2086 # one argument per pid
+    renice -n 0 -p $pids >/dev/null 2>&1 || warn "could not give the engine its priority back (renice); set DIND_DOCKERD_START_NICE=0"
 }
 
 # What the image's `docker` waits on: "starting" (naming the log), then "ready" or "failed".
