@@ -397,6 +397,8 @@ wait_for_dockerd() {
         fi
         sleep 0.1
     done
+    # Before "ready": a build's first container must not inherit the start's niceness.
+    engine_priority
     engine_state ready
     log "inner docker engine ready ($("$REAL_DOCKER" info --format '{{.ServerVersion}}, storage driver {{.Driver}}' 2>/dev/null))"
 }
@@ -582,7 +584,6 @@ main() {
         start_dockerd
     fi
     wait_for_dockerd
-    engine_priority
 
     case "$mode" in
         jenkins)
