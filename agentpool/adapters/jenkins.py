@@ -17,6 +17,7 @@ from typing import Any, TypeVar
 from urllib.parse import quote
 
 import jenkins
+import msgspec
 import requests
 from defusedxml import ElementTree as ET
 
@@ -139,13 +140,10 @@ class JenkinsAdapter:
 
     def read_nodes(self) -> tuple[Node, ...]:
         """Every agent node (the built-in node left out), in one request."""
-        data = self._get_json("read nodes", f"computer/api/json?tree={NODES_TREE}")
-        nodes = []
-        for raw in data.get("computer", []):
-            if raw.get("_class") in _BUILT_IN_CLASSES:
-                continue
-            nodes.append(node_from_json(raw))
-        return tuple(nodes)
+        answer = self._call(
+            "read nodes", lambda: _COMPUTERS.decode(self._get_bytes(f"computer/api/json?tree={NODES_TREE}"))
+        )
+        return tuple(node_from_raw(raw) for raw in answer.computer if raw.cls not in _BUILT_IN_CLASSES)
 
     def visible_jobs(self) -> int:
         """How many top-level jobs this user may read (Jenkins lists no other: doctor's Job/Read)."""
@@ -154,8 +152,8 @@ class JenkinsAdapter:
 
     def read_node(self, name: str) -> Node:
         tree = NODES_TREE[len("computer[") : -1]
-        data = self._get_json(f"read node {name}", f"{self._node_path(name)}/api/json?tree={tree}")
-        return node_from_json(data)
+        path = f"{self._node_path(name)}/api/json?tree={tree}"
+        return node_from_raw(self._call(f"read node {name}", lambda: _COMPUTER.decode(self._get_bytes(path))))
 
     def read_queue(self, nodes: tuple[Node, ...]) -> tuple[QueueItem, ...]:
         """Every queued item, in one request; labels recovered with the nodes' help.
@@ -292,28 +290,64 @@ class JenkinsAdapter:
         return session
 
 
-def node_from_json(raw: dict[str, Any]) -> Node:
-    executors = tuple(
-        Executor(
-            idle=bool(e.get("idle", True)),
-            build_url=(e.get("currentExecutable") or {}).get("url"),
-        )
-        for e in raw.get("executors") or ()
-    )
+class _Executable(msgspec.Struct, frozen=True, gc=False):
+    url: str | None = None
+
+
+class _Executor(msgspec.Struct, frozen=True, gc=False):
+    idle: bool = True
+    currentExecutable: _Executable | None = None
+
+
+class _OneOffExecutor(_Executor, frozen=True, gc=False):
+    idle: bool = False  # unsaid: taken as running (a node is never deleted on a guess)
+
+
+class _Label(msgspec.Struct, frozen=True, gc=False):
+    name: str
+
+
+class RawComputer(msgspec.Struct, frozen=True, gc=False):
+    """One computer of ``/computer/api/json?tree=`` + :data:`NODES_TREE`, decoded typed (a field
+    of the wrong type is a bad-response error naming its path, like the queue's)."""
+
+    displayName: str
+    cls: str = msgspec.field(name="_class", default="")
+    description: str | None = None
+    offline: bool = True
+    temporarilyOffline: bool = False
+    offlineCauseReason: str | None = None
+    assignedLabels: list[_Label] | None = None
+    executors: list[_Executor] | None = None
+    oneOffExecutors: list[_OneOffExecutor] | None = None
+
+
+class _Computers(msgspec.Struct, frozen=True, gc=False):
+    computer: list[RawComputer] = msgspec.field(default_factory=list)
+
+
+_COMPUTERS = msgspec.json.Decoder(_Computers)
+_COMPUTER = msgspec.json.Decoder(RawComputer)
+
+
+def _url(executor: _Executor) -> str | None:
+    return executor.currentExecutable.url if executor.currentExecutable is not None else None
+
+
+def node_from_raw(raw: RawComputer) -> Node:
+    executors = tuple(Executor(idle=e.idle, build_url=_url(e)) for e in raw.executors or ())
     # A Pipeline run (a flyweight task) holds a one-off executor, on an agent when the built-in
     # node cannot take it: a busy one makes the node busy (deleting it would kill the run),
     # but it is no slot for queued items.
     executors += tuple(
-        Executor(idle=False, build_url=(e.get("currentExecutable") or {}).get("url"))
-        for e in raw.get("oneOffExecutors") or ()
-        if not e.get("idle", False)
+        Executor(idle=False, build_url=_url(e)) for e in raw.oneOffExecutors or () if not e.idle
     )
     return Node(
-        name=str(raw["displayName"]),
-        labels=frozenset(str(label["name"]) for label in raw.get("assignedLabels") or ()),
-        offline=bool(raw.get("offline", True)),
-        temporarily_offline=bool(raw.get("temporarilyOffline", False)),
-        offline_reason=str(raw.get("offlineCauseReason") or ""),
+        name=raw.displayName,
+        labels=frozenset(label.name for label in raw.assignedLabels or ()),
+        offline=raw.offline,
+        temporarily_offline=raw.temporarilyOffline,
+        offline_reason=raw.offlineCauseReason or "",
         executors=executors,
-        description=str(raw.get("description") or ""),
+        description=raw.description or "",
     )

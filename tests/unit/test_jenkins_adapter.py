@@ -306,13 +306,13 @@ def test_queued_tasks_are_named_in_full() -> None:
     assert item.label == "docker"
 
 
-def _serve_queue(body: bytes) -> http.server.ThreadingHTTPServer:
-    """A Jenkins whose queue answer is ``body``, whatever it holds (no agent node)."""
+def _serve_queue(body: bytes, computers: bytes = b'{"computer": []}') -> http.server.ThreadingHTTPServer:
+    """A Jenkins whose queue answer is ``body`` and nodes answer ``computers``, whatever they hold."""
 
     class Handler(http.server.BaseHTTPRequestHandler):
         def do_GET(self) -> None:
             path = urllib.parse.urlsplit(self.path).path
-            answers = {"/queue/api/json": body, "/computer/api/json": b'{"computer": []}'}
+            answers = {"/queue/api/json": body, "/computer/api/json": computers}
             if path not in answers:
                 self.send_error(404)  # no crumb issuer
                 return
@@ -393,3 +393,43 @@ def test_a_queue_answer_with_unknown_fields_and_nulls_is_read() -> None:
     )
     assert first.label is None  # a non-string labelExpression proves nothing, and `why` is empty
     assert (second.id, second.kind, second.task_name) == (10, ItemKind.WAITING, "")
+
+
+@pytest.mark.parametrize(
+    ("body", "named"),
+    [
+        (b'{"computer": [{"displayName": 7}]}', "$.computer[0].displayName"),
+        (b'{"computer": [{"offline": false}]}', "displayName"),
+        (
+            b'{"computer": [{"displayName": "a", "executors": [{"idle": "yes"}]}]}',
+            "$.computer[0].executors[0].idle",
+        ),
+        (b'{"computer": "none"}', "$.computer"),
+    ],
+)
+def test_a_nodes_answer_of_the_wrong_shape_is_a_bad_response_naming_the_field(
+    body: bytes, named: str
+) -> None:
+    server = _serve_queue(b'{"items": []}', body)
+    try:
+        adapter = JenkinsAdapter(f"http://127.0.0.1:{server.server_port}/", "admin", TOKEN, timeout=5)
+        with pytest.raises(JenkinsError) as caught:
+            adapter.read_nodes()
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert caught.value.kind is ErrorKind.BAD_RESPONSE
+    assert "read nodes: unexpected answer" in str(caught.value) and named in str(caught.value)
+
+
+def test_a_one_off_executor_that_does_not_say_it_is_idle_counts_as_busy() -> None:
+    """Deleting a node whose Pipeline run holds its one-off executor would kill the run."""
+    body = b'{"computer": [{"displayName": "n", "offline": false, "oneOffExecutors": [{}]}]}'
+    server = _serve_queue(b'{"items": []}', body)
+    try:
+        adapter = JenkinsAdapter(f"http://127.0.0.1:{server.server_port}/", "admin", TOKEN, timeout=5)
+        (node,) = adapter.read_nodes()
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert node.busy and node.offline is False and node.labels == frozenset()
