@@ -17,7 +17,7 @@ SDK — no Jenkins, no agentpool. Its "→ started" is the floor under agentpool
 Run: python3 bench/burst.py --items 12 --image noop --runs 3
      python3 bench/burst.py --items 12 --image agentpool/dind-agent:latest
      python3 bench/burst.py --reap-during 12
-     python3 bench/burst.py --floor --items 12 --runs 3
+     python3 bench/burst.py --floor --items 12 --runs 3 [--secret] [--bounded --parallel 4]
 """
 
 from __future__ import annotations
@@ -41,6 +41,7 @@ import jenkins
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from agentpool.adapters.docker import _secret_archive  # noqa: E402
 from agentpool.security import host_config_fields, host_config_kwargs  # noqa: E402
 from agentpool_testing.jenkins import Controller  # noqa: E402
 from agentpool_testing.jobs import freestyle_xml  # noqa: E402
@@ -212,18 +213,28 @@ def reap_during(client: docker.DockerClient, agents: int, parallel: int) -> tupl
             cleanup(client, instance)
 
 
-def floor(client: docker.DockerClient, image: str, items: int) -> list[float]:
-    """Seconds from the request to each container started, N at once, the engine alone."""
+def floor(client: docker.DockerClient, image: str, items: int, bound: int, secret: bool) -> list[float]:
+    """Seconds from the request to each container started, N at once (at most ``bound`` in
+    flight), the engine alone; with ``secret`` a file is copied in before the start, as a
+    launch does with the agent's secret."""
     instance = "f" + secrets.token_hex(3)
     labels = {"agentpool.instance": instance}
     api = client.api
     done: list[float] = []
     lock = threading.Lock()
 
+    slots = threading.Semaphore(bound)
+
     def one(index: int, go: threading.Event) -> None:
         name = f"{instance}-{index}"
         go.wait()
         begun = time.monotonic()
+        with slots:
+            launch(name)
+        with lock:
+            done.append(time.monotonic() - begun)
+
+    def launch(name: str) -> None:
         api.create_volume(f"{name}-docker", labels=labels)
         host_config = api.create_host_config(
             binds={f"{name}-docker": {"bind": "/var/lib/docker", "mode": "rw"}},
@@ -232,9 +243,9 @@ def floor(client: docker.DockerClient, image: str, items: int) -> list[float]:
         )
         host_config.update(host_config_fields("capabilities"))
         created = api.create_container(image=image, name=name, labels=labels, host_config=host_config)
+        if secret:
+            api.put_archive(created["Id"], "/", _secret_archive("/run/agentpool/jenkins-secret", "0" * 64))
         api.start(created["Id"])
-        with lock:
-            done.append(time.monotonic() - begun)
 
     go = threading.Event()
     threads = [threading.Thread(target=one, args=(i, go)) for i in range(items)]
@@ -262,16 +273,21 @@ def main() -> None:
     parser.add_argument("--volume", default="per-agent", choices=("per-agent", "reuse"))
     parser.add_argument("--reap-during", type=int, default=0, metavar="N")
     parser.add_argument("--floor", action="store_true", help="the engine alone: N containers started at once")
+    parser.add_argument("--bounded", action="store_true", help="--floor: at most --parallel at once")
+    parser.add_argument("--secret", action="store_true", help="--floor: copy a file in before each start")
     args = parser.parse_args()
     client = docker.from_env()
     if args.floor:
         image = build_noop_image(client) if args.image == "noop" else args.image
         starts: list[float] = []
         for run in range(args.runs):
-            samples = floor(client, image, args.items)
+            samples = floor(
+                client, image, args.items, args.parallel if args.bounded else args.items, args.secret
+            )
             starts += samples
             print(
-                f"run {run + 1}: the engine alone, {args.items} containers of {image} at once, "
+                f"run {run + 1}: the engine alone, {args.items} containers of {image} at once"
+                f"{f' (at most {args.parallel})' if args.bounded else ''}{', secret copied in' if args.secret else ''}, "
                 f"load {os.getloadavg()[0]:.1f}: request → started {summary(samples)}",
                 flush=True,
             )
