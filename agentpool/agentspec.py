@@ -11,7 +11,6 @@ from typing import TYPE_CHECKING
 
 from agentpool.backend import AgentSpec
 from agentpool.model import LABEL_AGENT, LABEL_BOOT, LABEL_INSTANCE, LABEL_POOL
-from agentpool.security import host_config_fields, host_config_kwargs
 
 if TYPE_CHECKING:
     from agentpool.config import Config, PoolConfig
@@ -47,9 +46,9 @@ def agent_spec(
         image=pool.image,
         volume=volume,
         env=env,
-        host_config=host_config_kwargs(pool.security, list(pool.cap_drop)),
-        host_fields=host_config_fields(pool.security),
-        nano_cpus=int(pool.cpus * 1e9) if pool.cpus else None,
-        mem_limit=pool.memory or None,
+        security=pool.security,
+        cap_drop=tuple(pool.cap_drop),
+        cpus=pool.cpus or None,
+        memory=pool.memory or None,
         labels=labels,
     )

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Protocol
 
 from agentpool.model import HostView, Node, QueueItem
 
@@ -27,10 +27,12 @@ class AgentSpec:
     image: str
     volume: str  # the agent's storage (its inner /var/lib/docker)
     env: Mapping[str, str]
-    host_config: Mapping[str, Any]  # backend settings of the security profile (docker SDK kwargs)
-    host_fields: Mapping[str, Any] = field(default_factory=dict)  # raw settings with no SDK kwarg
-    nano_cpus: int | None = None
-    mem_limit: int | None = None
+    # What the agent may do and use, in the config's words: each backend turns them into its
+    # own settings (Docker: agentpool.security's host-config keywords, NanoCpus, Memory).
+    security: str = "privileged"  # privileged, capabilities or sysbox
+    cap_drop: tuple[str, ...] = ()  # with security "capabilities": the capabilities withheld
+    cpus: float | None = None
+    memory: int | None = None  # bytes
     labels: Mapping[str, str] = field(default_factory=dict)
 
 

@@ -50,6 +50,7 @@ from agentpool.model import (
     HostView,
     Volume,
 )
+from agentpool.security import host_config_fields, host_config_kwargs
 
 if TYPE_CHECKING:
     from agentpool.config import DockerHostConfig, DockerTLSConfig
@@ -302,12 +303,12 @@ class DockerHost:
         api = self.client.api
         host_config = api.create_host_config(
             binds={spec.volume: {"bind": DOCKER_DIR, "mode": "rw"}},
-            nano_cpus=spec.nano_cpus,
-            mem_limit=spec.mem_limit,
+            nano_cpus=int(spec.cpus * 1e9) if spec.cpus else None,
+            mem_limit=spec.memory,
             restart_policy={"Name": "no"},
-            **dict(spec.host_config),
+            **host_config_kwargs(spec.security, list(spec.cap_drop)),
         )
-        host_config.update(spec.host_fields)
+        host_config.update(host_config_fields(spec.security))
         env = dict(spec.env)
         secret = env.pop("JENKINS_SECRET", None)
         if secret is not None:

@@ -18,7 +18,7 @@ from agentpool.config import DockerTLSConfig, load_config_text
 from agentpool.errors import DockerError
 from agentpool.model import LABEL_AGENT, LABEL_INSTANCE, LABEL_POOL, ContainerState
 from tests.fleet.certs import CertificateAuthority
-from tests.fleet.conftest import BUSYBOX, Fleet
+from tests.fleet.conftest import BUSYBOX, CAP_DROP, Fleet
 
 pytestmark = [pytest.mark.docker, pytest.mark.timeout(300)]
 
@@ -52,7 +52,14 @@ def test_three_engines_in_their_own_namespaces_each_run_an_agent_over_tls(fleet:
             host.create_volume(name, labels)
             host.start_agent(
                 AgentSpec(
-                    name=name, pool="noop", image=BUSYBOX, volume=name, env={}, host_config={}, labels=labels
+                    name=name,
+                    pool="noop",
+                    image=BUSYBOX,
+                    volume=name,
+                    env={},
+                    security="capabilities",
+                    cap_drop=tuple(CAP_DROP),
+                    labels=labels,
                 )
             )
             deadline = time.monotonic() + 30

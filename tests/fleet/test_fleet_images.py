@@ -18,7 +18,6 @@ import pytest
 from agentpool.adapters.docker import AgentSpec
 from agentpool.adapters.images import ensure_image
 from agentpool.model import LABEL_AGENT, LABEL_INSTANCE, LABEL_POOL
-from agentpool.security import host_config_fields, host_config_kwargs
 from agentpool_testing.jenkins import Controller
 from agentpool_testing.jenkins.stub import BUILT_JAR
 from tests.fleet.conftest import CAP_DROP, IMAGE, Fleet
@@ -102,8 +101,8 @@ def test_agent_image_is_copied_without_a_registry_and_an_agent_runs_from_it(
                     "JENKINS_AGENT_NAME": node,
                     "JENKINS_WEB_SOCKET": "true",
                 },
-                host_config=host_config_kwargs("capabilities", CAP_DROP),
-                host_fields=host_config_fields("capabilities"),
+                security="capabilities",
+                cap_drop=tuple(CAP_DROP),
                 labels=labels,
             )
         )

@@ -154,7 +154,14 @@ def test_an_ssh_engine_works_with_only_the_users_ssh_files(
         host.create_volume(name, labels)
         container = host.start_agent(
             AgentSpec(
-                name=name, pool="noop", image=BUSYBOX, volume=name, env={}, host_config={}, labels=labels
+                name=name,
+                pool="noop",
+                image=BUSYBOX,
+                volume=name,
+                env={},
+                security="capabilities",
+                cap_drop=tuple(CAP_DROP),
+                labels=labels,
             )
         )
         [seen] = host.observe(instance).containers

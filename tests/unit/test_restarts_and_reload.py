@@ -166,10 +166,6 @@ def _agent(backend: FakeBackend, name: str) -> object:
             image="i",
             volume=f"{name}-docker",
             env={},
-            host_config={},
-            host_fields={},
-            nano_cpus=None,
-            mem_limit=None,
             labels={"agentpool.instance": "ap", "agentpool.pool": "dind", "agentpool.agent": name},
         )
     )
