@@ -209,3 +209,23 @@ def test_after_a_restart_a_leased_volume_in_use_is_no_orphan(
         assert removals == [], removals
         clock[0] += 70
     assert restarted.memory.agents[agent].volume == cache
+
+
+def test_an_agent_container_carries_its_pools_profile_and_limits(
+    make_config: ConfigFactory, docker_client: docker.DockerClient
+) -> None:
+    """What the pool says (security profile, cap_drop, cpus, memory) is what the engine runs."""
+    config = make_config(min_idle=1, cpus=0.5, memory="256m", cap_drop=["SYS_RESOURCE", "cap_sys_time"])
+    engine = Engine(config)
+    try:
+        report = engine.run_pass()
+        [outcome] = [o for o in report.outcomes if isinstance(o.action, Provision)]
+        assert outcome.ok, outcome.error
+        host = docker_client.api.inspect_container(outcome.container_id)["HostConfig"]
+    finally:
+        engine.close()  # the cleanup fixture removes the agent
+    assert (host["NanoCpus"], host["Memory"]) == (500_000_000, 256 * 1024 * 1024)
+    assert host["CapAdd"] == ["ALL"] and sorted(host["CapDrop"]) == ["SYS_RESOURCE", "SYS_TIME"]
+    assert {"apparmor=unconfined", "seccomp=unconfined"} <= set(host["SecurityOpt"])
+    assert host["MaskedPaths"] == [] and host["Privileged"] is False
+    assert host["Binds"] == [f"{outcome.volume}:/var/lib/docker:rw"]
