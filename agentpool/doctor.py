@@ -355,6 +355,9 @@ def _check_job_read(adapter: JenkinsAdapter, user: str) -> Check:
         jobs = adapter.visible_jobs()
     except JenkinsError as exc:
         return Check(name, False, _short(str(exc)), _FIX["Job/Read"])
+    if jobs == 0 and _administers(adapter):
+        # An administrator reads every job: the controller has none yet, nothing is hidden.
+        return Check(name, True, f"user {user!r} administers Jenkins; the controller has no job yet")
     if jobs == 0:
         return Check(
             name,
@@ -369,6 +372,13 @@ def _check_job_read(adapter: JenkinsAdapter, user: str) -> Check:
         f"user {user!r} reads {jobs} job(s); doctor cannot see jobs hidden from this user either: "
         "builds of a job it may not read never show in its queue",
     )
+
+
+def _administers(adapter: JenkinsAdapter) -> bool:
+    try:
+        return adapter.exact_labels() is not None
+    except JenkinsError:
+        return False
 
 
 def _check_administer(adapter: JenkinsAdapter) -> Check:

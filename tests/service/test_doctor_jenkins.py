@@ -151,3 +151,13 @@ def test_a_second_daemon_at_the_same_instance_is_named(controller: Controller, t
     assert not check.ok and "someone-else (1 node(s))" in check.detail and "own `instance`" in check.fix
     adapter.delete_node(f"{instance}-p-abcdef")
     assert doctor.check_neighbours(adapter, _config(controller.url, TOKEN, instance)).ok
+
+
+def test_an_administrator_on_a_controller_without_jobs_passes_job_read(controller: Controller) -> None:
+    """A fresh controller has no job yet: only an account that might not see them all fails."""
+    instance = f"svcdj{secrets.token_hex(3)}"
+    checks = check_jenkins(_config(controller.url, TOKEN, instance))
+    job_read = _by_name(checks)["jenkins permission Job/Read"]
+    assert job_read.ok and "no job yet" in job_read.detail, job_read
+    without = check_jenkins(_svc(controller, [p for p in LOOP if p != "Job/Read"], instance))
+    assert not _by_name(without)["jenkins permission Job/Read"].ok  # no job seen, none provable
