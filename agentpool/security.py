@@ -15,6 +15,7 @@ cannot set up its networking.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from docker.models.containers import _create_container_args
@@ -70,6 +71,13 @@ def host_config_fields(security: str) -> dict[str, Any]:
     if security == "capabilities":
         return {"MaskedPaths": [], "ReadonlyPaths": []}
     return {}
+
+
+def host_config(api: Any, security: str, cap_drop: Sequence[str], **kwargs: Any) -> dict[str, Any]:
+    """``api.create_host_config(**kwargs)`` (the SDK's low-level API) with the profile applied."""
+    config: dict[str, Any] = api.create_host_config(**kwargs, **host_config_kwargs(security, list(cap_drop)))
+    config.update(host_config_fields(security))
+    return config
 
 
 def create_container(client: Any, image: str, security: str, cap_drop: list[str], **kwargs: Any) -> Any:

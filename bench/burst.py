@@ -42,7 +42,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from agentpool.adapters.docker import _secret_archive  # noqa: E402
-from agentpool.security import host_config_fields, host_config_kwargs  # noqa: E402
+from agentpool.security import host_config as security_host_config  # noqa: E402
 from agentpool_testing.jenkins import Controller  # noqa: E402
 from agentpool_testing.jobs import freestyle_xml  # noqa: E402
 from agentpool_testing.network import bridge_gateway  # noqa: E402
@@ -236,12 +236,13 @@ def floor(client: docker.DockerClient, image: str, items: int, bound: int, secre
 
     def launch(name: str) -> None:
         api.create_volume(f"{name}-docker", labels=labels)
-        host_config = api.create_host_config(
+        host_config = security_host_config(
+            api,
+            "capabilities",
+            ["SYS_RESOURCE"],
             binds={f"{name}-docker": {"bind": "/var/lib/docker", "mode": "rw"}},
             restart_policy={"Name": "no"},
-            **host_config_kwargs("capabilities", ["SYS_RESOURCE"]),
         )
-        host_config.update(host_config_fields("capabilities"))
         created = api.create_container(image=image, name=name, labels=labels, host_config=host_config)
         if secret:
             api.put_archive(created["Id"], "/", _secret_archive("/run/agentpool/jenkins-secret", "0" * 64))

@@ -50,7 +50,7 @@ from agentpool.model import (
     HostView,
     Volume,
 )
-from agentpool.security import host_config_fields, host_config_kwargs
+from agentpool.security import host_config as security_host_config
 
 if TYPE_CHECKING:
     from agentpool.config import DockerHostConfig, DockerTLSConfig
@@ -301,14 +301,15 @@ class DockerHost:
     def start_agent(self, spec: AgentSpec) -> str:
         """Create and start the agent container; return its id. One that fails to start is removed."""
         api = self.client.api
-        host_config = api.create_host_config(
+        host_config = security_host_config(
+            api,
+            spec.security,
+            spec.cap_drop,
             binds={spec.volume: {"bind": DOCKER_DIR, "mode": "rw"}},
             nano_cpus=int(spec.cpus * 1e9) if spec.cpus else None,
             mem_limit=spec.memory,
             restart_policy={"Name": "no"},
-            **host_config_kwargs(spec.security, list(spec.cap_drop)),
         )
-        host_config.update(host_config_fields(spec.security))
         env = dict(spec.env)
         secret = env.pop("JENKINS_SECRET", None)
         if secret is not None:
