@@ -32,7 +32,6 @@ import sys
 import tempfile
 import threading
 import time
-from datetime import datetime
 from pathlib import Path
 
 import docker
@@ -41,7 +40,7 @@ import jenkins
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from agentpool.adapters.docker import _secret_archive  # noqa: E402
+from agentpool.adapters.docker import _parse_time, _secret_archive  # noqa: E402
 from agentpool.security import host_config as security_host_config  # noqa: E402
 from agentpool_testing.jenkins import Controller  # noqa: E402
 from agentpool_testing.jobs import freestyle_xml  # noqa: E402
@@ -155,10 +154,7 @@ def started_at(client: docker.DockerClient, instance: str) -> list[float]:
     pass folds the outcome in."""
     times = []
     for c in client.api.containers(all=True, filters={"label": f"agentpool.instance={instance}"}):
-        stamp = client.api.inspect_container(c["Id"])["State"]["StartedAt"]
-        whole, _, fraction = stamp.rstrip("Z").partition(".")
-        moment = datetime.fromisoformat(whole + "+00:00").timestamp()
-        times.append(moment + float("0." + (fraction or "0")))
+        times.append(_parse_time(client.api.inspect_container(c["Id"])["State"]["StartedAt"]))
     return times
 
 
