@@ -91,9 +91,10 @@ class Engine:
         self._jenkins_factory = jenkins
         self.state = State(config.state_dir or default_state_dir(), config.instance)
         self.memory = Memory(daemon_id=self.state.daemon_id(), boot=secrets.token_hex(3))
-        for pool in sorted(self.state.draining()):
+        drained = self.state.drained()
+        for pool in sorted(drained.pools):
             self.memory = planner.set_draining(self.memory, pool, True)
-        for host in sorted(self.state.draining_hosts()):
+        for host in sorted(drained.hosts):
             self.memory = planner.set_host_draining(self.memory, host, True)
         self.last_report: PassReport | None = None
         self.last_success: float | None = None

@@ -29,6 +29,7 @@ import socket
 import tempfile
 from collections.abc import Collection
 from pathlib import Path
+from typing import NamedTuple
 
 log = logging.getLogger("agentpool")
 
@@ -52,6 +53,15 @@ def write_atomically(path: Path, text: str) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+class Drained(NamedTuple):
+    pools: frozenset[str]
+    hosts: frozenset[str]
+
+
+def _names(value: object) -> frozenset[str]:
+    return frozenset(n for n in value if isinstance(n, str)) if isinstance(value, list) else frozenset()
 
 
 class State:
@@ -126,19 +136,12 @@ class State:
         seed = f"{socket.gethostname()}\0{self.dir}"
         return "h" + hashlib.sha256(seed.encode()).hexdigest()[:7]
 
-    def draining(self) -> set[str]:
-        """The pools drained when the daemon last stopped."""
-        return self._names("draining")
-
-    def draining_hosts(self) -> set[str]:
-        """The docker hosts drained when the daemon last stopped (maintenance outlives a restart)."""
-        return self._names("draining_hosts")
-
-    def _names(self, key: str) -> set[str]:
+    def drained(self) -> Drained:
+        """The pools and docker hosts drained when the daemon last stopped (one read of the file)."""
         try:
             data = json.loads((self.dir / "state.json").read_text(encoding="utf-8"))
         except FileNotFoundError:
-            return set()
+            return Drained(frozenset(), frozenset())
         except (OSError, ValueError) as exc:
             if isinstance(exc, OSError):
                 self._warn("drain state", exc)
@@ -147,9 +150,10 @@ class State:
                     "state file unreadable, ignored",
                     extra={"event": "state file unreadable", "path": str(self.dir / "state.json")},
                 )
-            return set()
-        names = data.get(key, []) if isinstance(data, dict) else []
-        return {str(n) for n in names if isinstance(n, str)} if isinstance(names, list) else set()
+            return Drained(frozenset(), frozenset())
+        if not isinstance(data, dict):
+            data = {}
+        return Drained(_names(data.get("draining")), _names(data.get("draining_hosts")))
 
     def save_draining(self, pools: Collection[str], hosts: Collection[str] = ()) -> None:
         state: dict[str, list[str]] = {"draining": sorted(pools)}

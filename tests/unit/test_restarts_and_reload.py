@@ -90,7 +90,7 @@ def test_unwritable_state_directory_warns_and_goes_on(
     state = State(str(blocker), "ap")  # a directory below a file cannot be made
     assert state.daemon_id() == state.daemon_id() != ""
     state.save_draining({"dind"})
-    assert state.draining() == set()
+    assert state.drained() == (frozenset(), frozenset())
     assert sum("state directory not usable" in r.getMessage() for r in caplog.records) == 1
 
 
@@ -107,7 +107,19 @@ def test_drain_survives_a_restart_and_the_node_marker_carries_the_daemon_id(tmp_
     assert again.executor.marker == f"agentpool:ap:{again.memory.daemon_id}:{again.memory.boot}"
     again.set_draining("dind", False)
     restarted = engine(cfg, jenkins, hosts)
-    assert restarted.state.draining() == set() and "dind" not in restarted.memory.pools
+    assert restarted.state.drained().pools == set() and "dind" not in restarted.memory.pools
+
+
+def test_an_unreadable_state_file_is_warned_about_once_and_ignored(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    state = State(str(tmp_path), "ap")
+    (tmp_path / "ap").mkdir()
+    (tmp_path / "ap" / "state.json").write_text('{"draining": ["dind"')
+    assert state.drained() == (frozenset(), frozenset())
+    assert sum("state file unreadable" in r.getMessage() for r in caplog.records) == 1
+    (tmp_path / "ap" / "state.json").write_text('{"draining": "dind", "draining_hosts": ["h", 3]}')
+    assert state.drained() == (frozenset(), frozenset({"h"}))  # a string is not a list of pools
 
 
 def test_a_drained_host_stays_drained_after_a_restart(tmp_path: Path) -> None:
@@ -122,7 +134,7 @@ def test_a_drained_host_stays_drained_after_a_restart(tmp_path: Path) -> None:
     assert again.memory.hosts["other"].draining and again.memory.pools["dind"].draining
     again.set_host_draining("other", False)
     restarted = engine(cfg, jenkins, hosts)
-    assert restarted.state.draining_hosts() == set()
+    assert restarted.state.drained().hosts == set()
     assert "other" not in restarted.memory.hosts or not restarted.memory.hosts["other"].draining
 
 
