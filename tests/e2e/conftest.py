@@ -143,17 +143,6 @@ def make_config(
     return make
 
 
-def wait_for(what: str, condition: Callable[[], Any], timeout: float, step: float = 0.5) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
-        time.sleep(step)
-
-
 def drive(
     engine: Engine, condition: Callable[[], Any], what: str, timeout: float, interval: float = 1.0
 ) -> Any:

@@ -30,8 +30,9 @@ from agentpool.daemon import Engine
 from agentpool_testing.jenkins import Controller
 from agentpool_testing.jobs import freestyle_xml
 from agentpool_testing.noop_image import build_noop_image
+from tests.waiting import wait_for
 
-from .conftest import NOTHING, REPO, build_info, result, wait_for
+from .conftest import NOTHING, REPO, build_info, result
 
 pytestmark = [pytest.mark.docker, pytest.mark.usefixtures("cleanup")]
 

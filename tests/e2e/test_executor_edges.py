@@ -19,8 +19,9 @@ from agentpool.logs import redact, setup_logging
 from agentpool.model import LABEL_AGENT, LABEL_INSTANCE, LABEL_POOL, Provision, Reap, Reason, RemoveOrphan
 from agentpool_testing.jenkins import Controller
 from agentpool_testing.jobs import freestyle_xml
+from tests.waiting import wait_for
 
-from .conftest import BUSYBOX, NOTHING, ConfigFactory, ImageFactory, drive, leftovers, wait_for
+from .conftest import BUSYBOX, NOTHING, ConfigFactory, ImageFactory, drive, leftovers
 
 pytestmark = [pytest.mark.docker, pytest.mark.usefixtures("cleanup")]
 

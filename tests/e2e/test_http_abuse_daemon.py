@@ -23,7 +23,9 @@ from pathlib import Path
 import pytest
 import requests
 
-from .conftest import REPO, ConfigFactory, free_port, wait_for
+from tests.waiting import wait_for
+
+from .conftest import REPO, ConfigFactory, free_port
 
 pytestmark = [pytest.mark.docker, pytest.mark.usefixtures("cleanup")]
 

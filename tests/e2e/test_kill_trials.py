@@ -22,8 +22,9 @@ import pytest
 from agentpool.model import LABEL_INSTANCE
 from agentpool_testing.jenkins import Controller
 from agentpool_testing.jobs import freestyle_xml
+from tests.waiting import wait_for
 
-from .conftest import NOTHING, REPO, leftovers, result, wait_for
+from .conftest import NOTHING, REPO, leftovers, result
 from .team_controller import build_noop_image, service_account, write_config
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow, pytest.mark.usefixtures("cleanup")]

@@ -19,6 +19,7 @@ from agentpool.model import LABEL_AGENT, LABEL_INSTANCE, LABEL_POOL, UnservedRea
 from agentpool_testing.artifacts import ArtifactServer
 from agentpool_testing.jenkins import Controller
 from agentpool_testing.jobs import freestyle_xml
+from tests.waiting import wait_for
 
 from .conftest import (
     BUSYBOX,
@@ -30,7 +31,6 @@ from .conftest import (
     drive,
     leftovers,
     result,
-    wait_for,
 )
 
 pytestmark = [pytest.mark.docker, pytest.mark.usefixtures("cleanup")]

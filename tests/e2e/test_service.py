@@ -19,8 +19,9 @@ import requests
 
 from agentpool_testing.jenkins import Controller
 from agentpool_testing.jobs import freestyle_xml
+from tests.waiting import wait_for
 
-from .conftest import REPO, ConfigFactory, free_port, leftovers, result, run_cli, wait_for
+from .conftest import REPO, ConfigFactory, free_port, leftovers, result, run_cli
 
 pytestmark = [pytest.mark.docker, pytest.mark.usefixtures("cleanup")]
 

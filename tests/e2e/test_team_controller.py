@@ -22,8 +22,9 @@ from agentpool.config import load_config
 from agentpool.daemon import Engine
 from agentpool_testing.jenkins import Controller
 from agentpool_testing.jobs import freestyle_xml, pipeline_xml
+from tests.waiting import wait_for
 
-from .conftest import NOTHING, REPO, drive, leftovers, result, run_cli, wait_for
+from .conftest import NOTHING, REPO, drive, leftovers, result, run_cli
 from .team_controller import build_noop_image, node_names, service_account, static_agent, write_config
 
 pytestmark = [pytest.mark.docker, pytest.mark.usefixtures("cleanup")]

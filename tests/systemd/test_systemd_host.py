@@ -18,6 +18,8 @@ from typing import Any
 
 import pytest
 
+from tests.waiting import wait_for
+
 from .conftest import (
     CHECKOUT,
     INSTALL_SNAPSHOT_ROOTS,
@@ -26,7 +28,6 @@ from .conftest import (
     SystemdHost,
     config_yaml,
     message_text,
-    wait_for,
 )
 
 pytestmark = [pytest.mark.systemd, pytest.mark.docker]
