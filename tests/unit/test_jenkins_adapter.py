@@ -3,6 +3,7 @@ writes, how many requests a read costs, and how failures are translated (never l
 
 from __future__ import annotations
 
+import contextlib
 import http.server
 import json
 import secrets
@@ -194,6 +195,26 @@ def test_unreachable() -> None:
     assert "127.0.0.1:9" in str(caught.value)
 
 
+def _reply(handler: http.server.BaseHTTPRequestHandler, body: bytes) -> None:
+    handler.send_response(200)
+    handler.send_header("Content-Type", "application/json")
+    handler.send_header("X-Jenkins", "2.504")
+    handler.end_headers()
+    handler.wfile.write(body)
+
+
+@contextlib.contextmanager
+def _adapter_of(handler: type[http.server.BaseHTTPRequestHandler]) -> Iterator[JenkinsAdapter]:
+    """An adapter talking to a loopback server answering with ``handler``, for the block's length."""
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield JenkinsAdapter(f"http://127.0.0.1:{server.server_port}/", "admin", TOKEN, timeout=5)
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
 class _RealJenkins(http.server.BaseHTTPRequestHandler):
     """``/computer/api/json`` and ``/queue/api/json`` as real Jenkins answers them with ``tree=``:
     only what was asked for.
@@ -251,27 +272,15 @@ class _RealJenkins(http.server.BaseHTTPRequestHandler):
         self._send({"_class": "hudson.model.Queue", "items": [item]})
 
     def _send(self, data: dict[str, Any]) -> None:
-        body = json.dumps(data).encode()
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("X-Jenkins", "2.504")
-        self.end_headers()
-        self.wfile.write(body)
+        _reply(self, json.dumps(data).encode())
 
     def log_message(self, *_: Any) -> None:
         pass
 
 
 def test_a_node_running_a_flyweight_task_is_busy() -> None:
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _RealJenkins)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        adapter = JenkinsAdapter(f"http://127.0.0.1:{server.server_port}/", "admin", TOKEN, timeout=5)
+    with _adapter_of(_RealJenkins) as adapter:
         (node,) = adapter.read_nodes()
-    finally:
-        server.shutdown()
-        server.server_close()
     assert node.busy, "a node whose one-off executor runs a Pipeline would be reaped"
     assert node.idle_executors == 1  # the one-off executor is no slot for queued items
 
@@ -293,20 +302,15 @@ def test_a_stale_crumb_is_fetched_again() -> None:
 
 
 def test_queued_tasks_are_named_in_full() -> None:
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _RealJenkins)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        adapter = JenkinsAdapter(f"http://127.0.0.1:{server.server_port}/", "admin", TOKEN, timeout=5)
+    with _adapter_of(_RealJenkins) as adapter:
         (item,) = adapter.read_queue(adapter.read_nodes())
-    finally:
-        server.shutdown()
-        server.server_close()
     assert item.task_name == "team-a » app"  # `status` tells team-a's app from team-b's
     assert item.label == "docker"
 
 
-def _serve_queue(body: bytes, computers: bytes = b'{"computer": []}') -> http.server.ThreadingHTTPServer:
+def _answering(
+    body: bytes, computers: bytes = b'{"computer": []}'
+) -> type[http.server.BaseHTTPRequestHandler]:
     """A Jenkins whose queue answer is ``body`` and nodes answer ``computers``, whatever they hold."""
 
     class Handler(http.server.BaseHTTPRequestHandler):
@@ -316,19 +320,12 @@ def _serve_queue(body: bytes, computers: bytes = b'{"computer": []}') -> http.se
             if path not in answers:
                 self.send_error(404)  # no crumb issuer
                 return
-            payload = answers[path]
-            self.send_response(200)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("X-Jenkins", "2.504")
-            self.end_headers()
-            self.wfile.write(payload)
+            _reply(self, answers[path])
 
         def log_message(self, *_: Any) -> None:
             pass
 
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    return server
+    return Handler
 
 
 @pytest.mark.parametrize(
@@ -344,14 +341,8 @@ def _serve_queue(body: bytes, computers: bytes = b'{"computer": []}') -> http.se
 def test_a_queue_answer_of_the_wrong_shape_is_a_bad_response_naming_the_field(
     body: bytes, named: str
 ) -> None:
-    server = _serve_queue(body)
-    try:
-        adapter = JenkinsAdapter(f"http://127.0.0.1:{server.server_port}/", "admin", TOKEN, timeout=5)
-        with pytest.raises(JenkinsError) as caught:
-            adapter.read_queue(())
-    finally:
-        server.shutdown()
-        server.server_close()
+    with _adapter_of(_answering(body)) as adapter, pytest.raises(JenkinsError) as caught:
+        adapter.read_queue(())
     assert caught.value.kind is ErrorKind.BAD_RESPONSE
     assert "read queue: unexpected answer" in str(caught.value)
     assert named in str(caught.value)
@@ -377,13 +368,8 @@ def test_a_queue_answer_with_unknown_fields_and_nulls_is_read() -> None:
             ],
         }
     ).encode()
-    server = _serve_queue(body)
-    try:
-        adapter = JenkinsAdapter(f"http://127.0.0.1:{server.server_port}/", "admin", TOKEN, timeout=5)
+    with _adapter_of(_answering(body)) as adapter:
         first, second = adapter.read_queue(())
-    finally:
-        server.shutdown()
-        server.server_close()
     assert (first.id, first.kind, first.task_name, first.why, first.in_queue_since) == (
         9,
         ItemKind.BUILDABLE,
@@ -410,14 +396,8 @@ def test_a_queue_answer_with_unknown_fields_and_nulls_is_read() -> None:
 def test_a_nodes_answer_of_the_wrong_shape_is_a_bad_response_naming_the_field(
     body: bytes, named: str
 ) -> None:
-    server = _serve_queue(b'{"items": []}', body)
-    try:
-        adapter = JenkinsAdapter(f"http://127.0.0.1:{server.server_port}/", "admin", TOKEN, timeout=5)
-        with pytest.raises(JenkinsError) as caught:
-            adapter.read_nodes()
-    finally:
-        server.shutdown()
-        server.server_close()
+    with _adapter_of(_answering(b'{"items": []}', body)) as adapter, pytest.raises(JenkinsError) as caught:
+        adapter.read_nodes()
     assert caught.value.kind is ErrorKind.BAD_RESPONSE
     assert "read nodes: unexpected answer" in str(caught.value) and named in str(caught.value)
 
@@ -425,11 +405,6 @@ def test_a_nodes_answer_of_the_wrong_shape_is_a_bad_response_naming_the_field(
 def test_a_one_off_executor_that_does_not_say_it_is_idle_counts_as_busy() -> None:
     """Deleting a node whose Pipeline run holds its one-off executor would kill the run."""
     body = b'{"computer": [{"displayName": "n", "offline": false, "oneOffExecutors": [{}]}]}'
-    server = _serve_queue(b'{"items": []}', body)
-    try:
-        adapter = JenkinsAdapter(f"http://127.0.0.1:{server.server_port}/", "admin", TOKEN, timeout=5)
+    with _adapter_of(_answering(b'{"items": []}', body)) as adapter:
         (node,) = adapter.read_nodes()
-    finally:
-        server.shutdown()
-        server.server_close()
     assert node.busy and node.offline is False and node.labels == frozenset()
