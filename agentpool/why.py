@@ -81,24 +81,18 @@ def _from_why(why: str, names: Collection[str]) -> tuple[str | None, str | None]
 
 
 def label_from_item(
-    task_label_expression: str | None, why: str, nodes: Sequence[Node]
+    task_label_expression: str | None, why: str, node_names: Collection[str]
 ) -> tuple[str | None, str | None]:
     """(label, node): the item's label expression, Jenkins-normalised, "" for none, None when
     ``why`` does not tell; and the node ``why`` names in its place (the expression matched
-    exactly that node), if any.
+    exactly that node), if any. ``node_names`` are the names of the nodes of the same pass.
 
     ``task_label_expression`` is the freestyle task's ``labelExpression`` (None when null or
     not exported, as for Pipeline items). A label ``why`` names is what Jenkins really
     matches (label assignment actions applied) and wins; ``labelExpression`` is used when
     ``why`` names a node or nothing. A null ``labelExpression`` proves nothing.
     """
-    return _label(task_label_expression, why, {node.name for node in nodes})
-
-
-def _label(
-    task_label_expression: str | None, why: str, names: Collection[str]
-) -> tuple[str | None, str | None]:
-    label, node = _from_why(why, names)
+    label, node = _from_why(why, node_names)
     if label is not None:
         return label, None
     if task_label_expression is not None:
@@ -192,7 +186,7 @@ def items_from_raw(raws: Iterable[RawItem], nodes: Sequence[Node]) -> tuple[Queu
         why = raw.why or ""
         found = labels.get((expression, why))
         if found is None:
-            found = labels[expression, why] = _label(expression, why, names)
+            found = labels[expression, why] = label_from_item(expression, why, names)
         flags = (raw.cls, bool(raw.buildable), bool(raw.blocked), bool(raw.pending))
         kind = kinds.get(flags)
         if kind is None:

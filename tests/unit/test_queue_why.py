@@ -28,6 +28,10 @@ NODES = (
 )
 
 
+def names(nodes: tuple[Node, ...]) -> set[str]:
+    return {n.name for n in nodes}
+
+
 def curly(text: str) -> str:
     return text.replace("<", "‘").replace(">", "’")
 
@@ -59,11 +63,11 @@ WHY_ROWS = [
 @pytest.mark.parametrize("quote", [curly, straight], ids=["curly", "straight"])
 @pytest.mark.parametrize(("why", "label", "named"), WHY_ROWS)
 def test_every_why_template(quote: Any, why: str, label: str | None, named: str | None) -> None:
-    assert label_from_item(None, quote(why), NODES) == (label, named)
+    assert label_from_item(None, quote(why), names(NODES)) == (label, named)
 
 
 def test_labels_from_why_are_normalised() -> None:
-    assert label_from_item(None, "There are no nodes with the label ‘docker && ( linux )’", NODES) == (
+    assert label_from_item(None, "There are no nodes with the label ‘docker && ( linux )’", names(NODES)) == (
         "docker&&(linux)",
         None,
     )
@@ -74,22 +78,22 @@ def test_a_node_named_for_the_label_never_becomes_its_labels() -> None:
     # the node; its labels' conjunction would narrow the build's expression.
     static = node("static-1", "docker", "linux", "ubuntu-22")
     why = "Waiting for next available executor on ‘static-1’"
-    assert label_from_item(None, why, (static,)) == (None, "static-1")
+    assert label_from_item(None, why, names((static,))) == (None, "static-1")
     # a freestyle task's labelExpression is exact
-    assert label_from_item("docker", why, (static,)) == ("docker", None)
+    assert label_from_item("docker", why, names((static,))) == ("docker", None)
 
 
 def test_unknown_name_in_a_node_template_is_unknown() -> None:
-    assert label_from_item(None, "‘gone-node’ is offline", NODES) == (None, None)
+    assert label_from_item(None, "‘gone-node’ is offline", names(NODES)) == (None, None)
 
 
 def test_without_any_agent_node_the_label_is_unknown() -> None:
     # Jenkins says "Waiting for next available executor" for every item while no agent node exists.
-    assert label_from_item(None, "Waiting for next available executor", ()) == (None, None)
+    assert label_from_item(None, "Waiting for next available executor", names(())) == (None, None)
     # a freestyle task's exported labelExpression still tells
     why = "Waiting for next available executor"
-    assert label_from_item("docker && linux", why, ()) == ("docker&&linux", None)
-    assert label_from_item("", "Waiting for next available executor", ()) == ("", None)
+    assert label_from_item("docker && linux", why, names(())) == ("docker&&linux", None)
+    assert label_from_item("", "Waiting for next available executor", names(())) == ("", None)
 
 
 @pytest.mark.parametrize(
@@ -97,12 +101,15 @@ def test_without_any_agent_node_the_label_is_unknown() -> None:
     [("docker && linux", "docker&&linux"), ("  ", ""), ("", ""), ("a||b&&!c", "a||b&&!c"), ("a &&", None)],
 )
 def test_exported_label_expression_when_why_names_no_label(expression: str, label: str | None) -> None:
-    assert label_from_item(expression, "‘agent-1’ is offline", NODES)[0] == label
+    assert label_from_item(expression, "‘agent-1’ is offline", names(NODES))[0] == label
 
 
 def test_a_label_why_names_wins_over_label_expression() -> None:
     # Label assignment actions (NodeLabel parameter, matrix) are applied before `why` is written.
-    assert label_from_item("docker", "There are no nodes with the label ‘other’", NODES) == ("other", None)
+    assert label_from_item("docker", "There are no nodes with the label ‘other’", names(NODES)) == (
+        "other",
+        None,
+    )
 
 
 @pytest.mark.parametrize(
