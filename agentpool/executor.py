@@ -25,7 +25,7 @@ from agentpool.agentspec import agent_labels, agent_spec
 from agentpool.backend import Backend, JenkinsPort
 from agentpool.errors import ErrorKind, ExternalError
 from agentpool.lanes import REMOVAL_WORKERS, Lanes, LaunchStats, action_key, in_flight_of
-from agentpool.leftovers import back_online, remove_orphan
+from agentpool.leftovers import back_online, offline_and_idle, remove_orphan
 from agentpool.logs import forget_secret, register_secret
 from agentpool.model import (
     Action,
@@ -229,25 +229,12 @@ class Executor:
         agent = action.agent
         took_offline = False
         if action.check_idle:
-            try:
-                # Offline already (an admin, or our cordon): not ours to bring back online, and
-                # its offline cause (an admin's message, our one-shot record) is left as it is.
-                node = self.jenkins.read_node(agent)
-                was_offline = node.temporarily_offline
-                if not was_offline:
-                    node = self.jenkins.set_temporarily_offline(
-                        agent, True, f"agentpool: removing this agent ({action.reason.value})"
-                    )
-            except ExternalError as exc:
-                if exc.kind is not ErrorKind.NOT_FOUND:
-                    raise
-            else:
-                # Re-read: still idle, and really offline (nobody brought it back meanwhile).
-                if node.busy or not node.temporarily_offline:
-                    if not was_offline and node.temporarily_offline:
-                        self.jenkins.set_temporarily_offline(agent, False)
+            message = f"agentpool: removing this agent ({action.reason.value})"
+            checked = offline_and_idle(self.jenkins, agent, message, _put_back)
+            if checked is not None:  # no node: the rest of the agent is removed all the same
+                if not checked.idle:
                     return Outcome(action, ok=True, removed=False)
-                took_offline = not was_offline
+                took_offline = checked.took_offline
         host = self.hosts.get(action.host)
         try:
             tail, volume = "", None
@@ -278,6 +265,11 @@ class Executor:
 
     def remove_orphan(self, action: RemoveOrphan) -> Outcome:
         return remove_orphan(self.jenkins, self.hosts, action, self._orphan_stop)
+
+
+def _put_back(jenkins: JenkinsPort, agent: str) -> None:
+    """A reap's put-back: its failure fails the reap (reported; the next pass decides again)."""
+    jenkins.set_temporarily_offline(agent, False)
 
 
 def _subject(action: Action) -> str:

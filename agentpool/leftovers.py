@@ -8,7 +8,8 @@ care as a reap (offline → re-check → delete), so a node that took a build me
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from typing import assert_never
 
 from agentpool.backend import Backend, JenkinsPort
@@ -16,7 +17,7 @@ from agentpool.errors import ErrorKind, ExternalError
 from agentpool.model import RemoveOrphan, ResourceKind
 from agentpool.report import Outcome
 
-__all__ = ["back_online", "remove_orphan"]
+__all__ = ["Offline", "back_online", "offline_and_idle", "remove_orphan"]
 
 # The executor's logger: these are steps of the executor's actions.
 log = logging.getLogger("agentpool.executor")
@@ -51,19 +52,42 @@ def remove_orphan(
 
 def _remove_orphan_node(jenkins: JenkinsPort, action: RemoveOrphan) -> Outcome:
     """Offline → re-check → delete, as a reap: a node that connected or took a build meanwhile stays."""
-    name = action.name
+    checked = offline_and_idle(jenkins, action.name, "agentpool: removing this orphan node", back_online)
+    if checked is None:
+        return Outcome(action, ok=True)
+    if not checked.idle:
+        return Outcome(action, ok=True, removed=False)
+    jenkins.delete_node(action.name)
+    return Outcome(action, ok=True)
+
+
+@dataclass(frozen=True, slots=True)
+class Offline:
+    idle: bool  # offline (temporarily) and running nothing: safe to delete
+    took_offline: bool  # this check took it offline (a node offline before is an admin's or a cordon's)
+
+
+def offline_and_idle(
+    jenkins: JenkinsPort, name: str, message: str, put_back: Callable[[JenkinsPort, str], None]
+) -> Offline | None:
+    """Take node ``name`` offline unless it is already, then re-read it: may it be deleted?
+
+    None when there is no such node. A node that took a build meanwhile, or that someone
+    brought back online, is not idle; if this check took it offline, ``put_back`` brings it back
+    (the reap's raises on failure, the orphan sweep's logs it). An offline cause already there
+    (an admin's message, our one-shot cordon) is left as it is.
+    """
     try:
         node = jenkins.read_node(name)
         was_offline = node.temporarily_offline
         if not was_offline:
-            node = jenkins.set_temporarily_offline(name, True, "agentpool: removing this orphan node")
+            node = jenkins.set_temporarily_offline(name, True, message)
     except ExternalError as exc:
         if exc.kind is ErrorKind.NOT_FOUND:
-            return Outcome(action, ok=True)
+            return None
         raise
     if node.busy or not node.temporarily_offline:
         if node.temporarily_offline and not was_offline:
-            back_online(jenkins, name)
-        return Outcome(action, ok=True, removed=False)
-    jenkins.delete_node(name)
-    return Outcome(action, ok=True)
+            put_back(jenkins, name)
+        return Offline(idle=False, took_offline=False)
+    return Offline(idle=True, took_offline=not was_offline)
